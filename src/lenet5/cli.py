@@ -1,0 +1,50 @@
+"""``lenet5`` command line: a thin dispatcher over :mod:`lenet5.commands`.
+
+Each module in ``lenet5/commands/`` defines ``register(subparsers)`` that adds its
+sub-command(s) with ``set_defaults(func=...)``; the work itself lives in library functions.
+Errors a user can cause (bad file, bad option) print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import commands
+
+    parser = argparse.ArgumentParser(
+        prog="lenet5",
+        description="LeNet-5 (LeCun et al., 1998) on MNIST: train, reproduce, inspect, use.",
+    )
+    parser.add_argument("--version", action="version", version=f"lenet5 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as e:
+        # Expected failures (bad data, bad checkpoint, bad option): one clear line.
+        print(f"lenet5: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Evaluation: accuracy, per-class accuracy, confusion matrix and the classification report.
+
+Everything is computed from the full split (no dropped remainder) by direct counting, in the
+layout of scikit-learn's ``classification_report`` (precision, recall, F1 and support per
+class, then macro and support-weighted averages).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def model_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Raw outputs of ``model`` in eval mode over ``x``, in batches, on ``x``'s device."""
+    was_training = model.training
+    model.eval()
+    outs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(outs).float()
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``C[t, p]`` = number of samples of true class t predicted as p."""
+    idx = np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64)
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def classification_metrics(y_true, y_pred, class_names: list[str] | tuple[str, ...]) -> dict:
+    """All the numbers ``lenet5 evaluate`` reports, JSON-ready."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    k = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(1).astype(np.float64)
+    predicted = cm.sum(0).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    n = int(support.sum())
+    weights = support / max(n, 1)
+    per_class = {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(class_names)
+    }
+    errors = int(n - tp.sum())
+    return {
+        "n": n,
+        "errors": errors,
+        "accuracy": float(tp.sum() / max(n, 1)),
+        "error_rate": float(errors / max(n, 1)),
+        "per_class_accuracy": {name: float(recall[i]) for i, name in enumerate(class_names)},
+        "confusion_matrix": cm.tolist(),
+        "report": per_class,
+        "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()),
+                      "f1": float(f1.mean()), "support": n},
+        "weighted_avg": {"precision": float(precision @ weights), "recall": float(recall @ weights),
+                         "f1": float(f1 @ weights), "support": n},
+    }
+
+
+def format_report(m: dict, title: str = "") -> str:
+    """Human-readable: headline, classification report and confusion matrix."""
+    names = list(m["report"])
+    width = max(12, max(len(s) for s in names) + 2)
+    lines = [title] if title else []
+    lines.append(f"accuracy {m['accuracy'] * 100:.2f}%  ({m['errors']} errors / {m['n']})")
+    lines.append("")
+    lines.append(f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}")
+    for name, r in m["report"].items():
+        lines.append(f"{name:>{width}} {r['precision']:9.4f} {r['recall']:9.4f} {r['f1']:9.4f} {r['support']:9d}")
+    lines.append("")
+    for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
+        r = m[key]
+        lines.append(f"{label:>{width}} {r['precision']:9.4f} {r['recall']:9.4f} {r['f1']:9.4f} {r['support']:9d}")
+    lines.append("")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    k = len(names)
+    lines.append("      " + "".join(f"{j:>6d}" for j in range(k)))
+    for i, row in enumerate(m["confusion_matrix"]):
+        lines.append(f"{i:>6d}" + "".join(f"{v:>6d}" for v in row))
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    dataset: str | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    engine: str = "torch",
+    batch_size: int = 1000,
+) -> dict:
+    """Load a checkpoint and evaluate it on a split; returns the metrics dict plus context."""
+    from .checkpoint import read_checkpoint
+    from .data import get_spec, load_split
+    from .transforms import Normalization, to_unit
+
+    _, _, meta = read_checkpoint(checkpoint)
+    dataset = dataset or meta.get("dataset", "mnist")
+    images, labels = load_split(dataset, split, data_dir)
+    norm = Normalization(**meta["normalization"])
+    x = norm(to_unit(images))
+    if engine == "numpy":
+        from .scratch.model import from_checkpoint
+
+        np_model = from_checkpoint(checkpoint)
+        preds = np.concatenate([
+            np_model.scores(np_model.forward(x[i : i + batch_size].numpy(), train=False)).argmax(1)
+            for i in range(0, x.shape[0], batch_size)
+        ])
+    elif engine == "torch":
+        from .checkpoint import load_model
+
+        model, _ = load_model(checkpoint)
+        preds = model.scores(model_outputs(model, x, batch_size)).argmax(1).numpy()
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    metrics = classification_metrics(labels, preds, get_spec(dataset).classes)
+    metrics.update(checkpoint=str(checkpoint), model=meta["model"], dataset=dataset, split=split,
+                   engine=engine)
+    return metrics
