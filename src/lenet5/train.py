@@ -50,6 +50,7 @@ class TorchEngine:
 
             ids = [device.index] if device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=ids)
+        self.ddp = ddp
         entry = get_entry(cfg.model)
         loss_name = cfg.loss or entry.loss
         map_j = cfg.map_j if cfg.map_j is not None else getattr(model.config, "map_j", 0.1)
@@ -86,12 +87,22 @@ class TorchEngine:
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(x)
-            loss = self.loss_fn(out.float(), y)
+            # A rank's slice of a short last batch can be empty; its mean would be NaN.
+            loss = self.loss_fn(out.float(), y) if y.shape[0] else out.float().sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * self.rank_weight(y.shape[0]) if self.ddp else loss).backward()
         self.optimizer.step()
         errors = (self.module.scores(out.detach()).argmax(1) != y).sum()
         return loss.detach() * y.shape[0], errors
+
+    def rank_weight(self, n: int) -> float:
+        """n * world / global batch: DDP then averages to the global batch's mean gradient.
+
+        Exactly 1.0 for full batches; it matters when the last global batch splits unevenly.
+        """
+        counts = torch.tensor([n, 1], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(counts)
+        return n * int(counts[1]) / int(counts[0])
 
     @torch.no_grad()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
