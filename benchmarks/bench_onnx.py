@@ -1,0 +1,153 @@
+"""Inference throughput: onnxruntime vs PyTorch, side by side, on CPU.
+
+For each model (the 1998 RBF network and the modern one with batch-norm) this builds a
+checkpoint, exports it with :func:`lenet5.export.export_onnx` (exactly what ``lenet5 export``
+writes) and times the same forward pass in PyTorch (eval mode, no_grad) and in onnxruntime at
+batch 1 (latency-bound, one request at a time) and batch 1024 (throughput-bound). Weights are
+freshly initialised: the cost of a forward pass does not depend on their values. Each figure is
+the best of a few repeats, after a warm-up, so that one-off costs and noise from other
+processes count as little as possible.
+
+    python benchmarks/bench_onnx.py [--quick] [--threads N] [--out benchmarks/results/onnx.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lenet5 import __version__
+from lenet5.checkpoint import save_checkpoint
+from lenet5.export import export_onnx
+from lenet5.models import create_model, get_entry, make_config
+from lenet5.transforms import Normalization
+
+MODELS = {  # label -> (registry name, model options)
+    "lenet5-1998": ("lenet5-1998", {}),
+    "modern-batchnorm": ("lenet5-modern", {"activation": "relu", "pool": "max", "batchnorm": True}),
+}
+BATCHES = (1, 1024)
+
+
+def build_onnx(label: str, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """(PyTorch model in eval mode, its exported ONNX file)."""
+    name, options = MODELS[label]
+    torch.manual_seed(0)
+    config = make_config(name, options).to_dict()
+    model = create_model(name, **config).eval()
+    entry = get_entry(name)
+    meta = {"model": name, "model_config": config, "head": entry.head, "dataset": "mnist",
+            "normalization": Normalization.make(entry.normalization).to_dict(), "epoch": 0}
+    ckpt = save_checkpoint(folder / label, model.state_dict(), meta)
+    return model, export_onnx(ckpt, folder / f"{label}.onnx")
+
+
+def best_rate(fn, batch: int, seconds: float, repeats: int) -> float:
+    """Images per second: the best of ``repeats`` timed loops of about ``seconds`` each."""
+    fn()  # warm-up: the first call pays for allocations and kernel selection
+    start = time.perf_counter()
+    fn()
+    calls = max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rates.append(calls * batch / (time.perf_counter() - start))
+    return max(rates)
+
+
+def bench_model(label: str, folder: Path, threads: int, seconds: float, repeats: int) -> list:
+    import onnxruntime as ort
+
+    model, onnx_path = build_onnx(label, folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    rows = []
+    for batch in BATCHES:
+        x = torch.randn(batch, 1, 32, 32, generator=torch.Generator().manual_seed(batch))
+        feed = {"image": x.numpy()}
+
+        def run_torch(x=x):
+            with torch.no_grad():
+                model(x)
+
+        def run_onnx(feed=feed):
+            session.run(None, feed)
+
+        torch_rate = best_rate(run_torch, batch, seconds, repeats)
+        onnx_rate = best_rate(run_onnx, batch, seconds, repeats)
+        rows.append({"model": label, "batch": batch, "torch_images_per_s": torch_rate,
+                     "onnxruntime_images_per_s": onnx_rate, "speedup": onnx_rate / torch_rate})
+    return rows
+
+
+def environment(threads: int) -> dict:
+    import onnx
+    import onnxruntime
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").is_file():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
+        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+        # Other processes skew CPU timings; the 1-minute load average says how busy it was.
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "versions": {"lenet5": __version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                     "onnx": onnx.__version__, "numpy": np.__version__},
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'model':<18}{'batch':>6}{'torch img/s':>14}{'onnxruntime img/s':>20}{'speedup':>9}")
+    for r in rows:
+        print(f"{r['model']:<18}{r['batch']:>6}{r['torch_images_per_s']:>14,.0f}"
+              f"{r['onnxruntime_images_per_s']:>20,.0f}{r['speedup']:>8.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short timings (under a minute)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for both PyTorch and onnxruntime (default: all cores)")
+    parser.add_argument("--out", default="benchmarks/results/onnx.json", help="JSON to write")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seconds, repeats = (0.5, 3) if args.quick else (2.0, 5)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in MODELS:
+            rows += bench_model(label, Path(tmp), args.threads, seconds, repeats)
+    print_table(rows)
+    result = {**environment(args.threads), "quick": args.quick, "seconds_per_repeat": seconds,
+              "repeats": repeats, "results": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
