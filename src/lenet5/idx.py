@@ -37,10 +37,19 @@ def read_bytes(path: str | Path) -> bytes:
         raise IDXError(f"{path}: cannot read ({e.strerror or e})") from None
     if raw[:2] != _GZIP_MAGIC:
         return raw
+    # zlib directly rather than gzip.decompress: it tells whether the stream really ended,
+    # so a file cut short is reported as truncated instead of yielding partial data.
+    parts, rest = [], raw
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise IDXError(f"{path}: corrupt or truncated gzip stream ({e})") from None
+        while rest:
+            d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            parts.append(d.decompress(rest))
+            if not d.eof:
+                raise IDXError(f"{path}: truncated gzip stream (ends before its trailer)")
+            rest = d.unused_data
+    except zlib.error as e:
+        raise IDXError(f"{path}: corrupt gzip stream ({e})") from None
+    return b"".join(parts)
 
 
 def sha256_decompressed(path: str | Path) -> str:

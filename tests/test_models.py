@@ -1,0 +1,192 @@
+"""Models: the paper's counts, the registry contract, losses, SDLM curvature and step sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lenet5.config import PRESETS
+from lenet5.losses import map_loss, mle_loss
+from lenet5.models import create_model, list_models
+from lenet5.models.bitmaps import bitmap_strings, rbf_prototypes
+from lenet5.models.lenet5_1998 import C3_TABLE, Subsampling
+from lenet5.optim import SDLM, estimate_curvature, lr_at, paper_eta
+from lenet5.summary import layer_table
+
+VARIANTS = [("lenet5-1998", {}), ("lenet5-1998", {"subsample": "average"})] + [
+    (p["model"], p.get("model_args", {})) for p in PRESETS.values() if p["model"] == "lenet5-modern"
+]
+
+
+def test_paper_parameter_and_connection_counts():
+    rows = {r["layer"]: r for r in layer_table(create_model("lenet5-1998"))}
+    assert [rows[k]["params"] for k in ("c1", "s2", "c3", "s4", "c5", "f6", "rbf")] == [
+        156, 12, 1516, 32, 48120, 10164, 0]
+    assert sum(r["params"] for r in rows.values()) == 60000
+    assert [rows[k]["connections"] for k in ("c1", "s2", "c3", "s4", "c5", "f6")] == [
+        122304, 5880, 151600, 2000, 48120, 10164]
+    assert sum(r["connections"] for r in rows.values()) == 340908
+
+
+def test_c3_table_and_bitmaps():
+    assert sum(len(t) for t in C3_TABLE) == 60
+    protos = rbf_prototypes()
+    assert protos.shape == (10, 84) and set(protos.unique().tolist()) == {-1.0, 1.0}
+    assert not any(p.requires_grad for p in create_model("lenet5-1998").rbf.buffers())
+    one = bitmap_strings()[1]
+    assert one[-3] == ".######" and all(len(r) == 7 for r in one) and len(one) == 12
+
+
+def test_c3_reads_only_its_table():
+    m = create_model("lenet5-1998").double()
+    x = torch.zeros(1, 6, 14, 14, dtype=torch.float64, requires_grad=True)
+    out = m.c3(x)
+    for k, ins in enumerate(C3_TABLE):
+        (g,) = torch.autograd.grad(out[0, k].sum(), x, retain_graph=True)
+        reads = {i for i in range(6) if g[0, i].abs().sum() > 0}
+        assert reads == set(ins)
+
+
+@pytest.mark.parametrize("name, args", VARIANTS)
+def test_every_model_contract(name, args):
+    torch.manual_seed(0)
+    m = create_model(name, **args)
+    x = torch.randn(4, 1, 32, 32)
+    feats = m.features(x)
+    assert list(feats) == ["c1", "s2", "c3", "s4", "c5", "f6", "out"]
+    assert feats["c1"].shape == (4, 6, 28, 28) and feats["c3"].shape == (4, 16, 10, 10)
+    out = m(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    lp = m.log_probs(out)
+    assert torch.isfinite(lp).all() and (lp.exp().sum(1) <= 1 + 1e-5).all()
+    loss = (map_loss(out, torch.arange(4), 0.1) if name == "lenet5-1998"
+            else torch.nn.functional.cross_entropy(out, torch.arange(4)))
+    loss.backward()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_map_loss_matches_formula_per_sample():
+    y = torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 1.0]])
+    t = torch.tensor([1, 2])
+    j = 0.7
+    expect = torch.stack([y[p, t[p]] + torch.log(torch.exp(torch.tensor(-j)) + torch.exp(-y[p]).sum())
+                          for p in range(2)]).mean()
+    assert torch.isclose(map_loss(y, t, j), expect)
+    assert torch.isclose(mle_loss(y, t), torch.tensor((1.0 + 1.0) / 2))
+
+
+def win_sum(x):
+    return torch.nn.functional.avg_pool2d(x, 2) * 4
+
+
+def brute_force_gn(model, x, layer_names):
+    """The paper's recursion, from autograd Jacobians of each layer (independent of gn_backward)."""
+    from lenet5.models.lenet5_1998 import squash
+
+    acts, pre, h = [x], [], x
+    for name in layer_names:
+        layer = getattr(model, name)
+        a = layer(h.flatten(1) if name == "f6" else h)
+        pre.append(a)
+        h = squash(a)
+        acts.append(h)
+    d2 = torch.full_like(acts[-1], 2.0)
+    result = {}
+    for k in reversed(range(len(layer_names))):
+        name = layer_names[k]
+        layer = getattr(model, name)
+        a = pre[k]
+        fprime = torch.autograd.functional.jacobian(lambda t: 1.7159 * torch.tanh(2 / 3 * t), a).reshape(a.numel(), a.numel()).diagonal()
+        d2a = d2.flatten() * fprime**2
+        x_in = acts[k].flatten(1) if name == "f6" else acts[k]
+        params = dict(layer.named_parameters())
+        if isinstance(layer, Subsampling):
+            # One coefficient shared by the 4 connections of each window: give every
+            # connection its own copy, then sum their h (the paper's sum over V_k).
+            c = p4 = layer.weight.detach()[:, None, None].expand(-1, 2, 2).clone()
+
+            def sub(w4):
+                b, ch, hh, ww = x_in.shape
+                win = x_in.reshape(b, ch, hh // 2, 2, ww // 2, 2)
+                taps = win * (layer.tap * w4)[None, :, None, :, None, :]
+                return (taps.sum((3, 5)) + layer.bias[:, None, None]).flatten()
+            jac = torch.autograd.functional.jacobian(sub, p4).reshape(a.numel(), -1)
+            result[f"{name}.weight"] = (d2a[:, None] * jac**2).sum(0).reshape(c.shape).sum((1, 2))
+            jb = torch.autograd.functional.jacobian(
+                lambda bb: (layer.weight[:, None, None] * layer.tap * win_sum(x_in) + bb[:, None, None]).flatten(),
+                layer.bias).reshape(a.numel(), -1)
+            result[f"{name}.bias"] = (d2a[:, None] * jb**2).sum(0)
+            params = {}
+        for pname, p in params.items():
+            def f(w, pname=pname):
+                return torch.func.functional_call(layer, {**params, pname: w}, (x_in,)).flatten()
+            jac = torch.autograd.functional.jacobian(f, p).reshape(a.numel(), -1)
+            # h_kk = sum over connections of d2E/da^2 * (da/dw_k)^2 (cross terms dropped)
+            result[f"{name}.{pname}"] = (d2a[:, None] * jac**2).sum(0).reshape(p.shape)
+        if k == 0:
+            break  # nothing below C1 needs d2
+        jx = torch.autograd.functional.jacobian(lambda t: layer(t).flatten(), x_in).reshape(a.numel(), -1)
+        d2 = ((jx**2) * d2a[:, None]).sum(0).reshape(acts[k].shape)
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subsample", ["sum", "average"])
+def test_gauss_newton_diagonal_matches_brute_force(subsample):
+    torch.manual_seed(0)
+    m = create_model("lenet5-1998", subsample=subsample).double()
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    fast = m.gauss_newton_diagonal(x)
+    slow = brute_force_gn(m, x, m.layer_names)
+    for k in slow:
+        assert torch.allclose(fast[k], slow[k], rtol=1e-9, atol=1e-15), k
+
+
+def test_gauss_newton_last_layer_is_exact_gn():
+    """For F6 the diagonal recursion is exact: 2 * sum_o (dx_o/dw)^2."""
+    torch.manual_seed(1)
+    m = create_model("lenet5-1998").double()
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    w = m.f6.weight
+
+    def f6_out(weight):
+        feats = m.features(x)
+        return torch.func.functional_call(m.f6, {"weight": weight, "bias": m.f6.bias},
+                                          (feats["c5"].flatten(1),))
+    from lenet5.models.lenet5_1998 import squash
+
+    jac = torch.autograd.functional.jacobian(lambda wt: squash(f6_out(wt)).flatten(), w).reshape(84, -1)
+    exact = (2 * jac**2).sum(0).reshape(w.shape)
+    assert torch.allclose(m.gauss_newton_diagonal(x)["f6.weight"], exact, rtol=1e-10)
+
+
+def test_sdlm_pass1_steps_in_paper_range(data_root):
+    from lenet5.data import load_split
+    from lenet5.transforms import Normalization, to_unit
+
+    x, _ = load_split("mnist", "train", data_root)
+    x = Normalization.make("paper")(to_unit(x[:500]))
+    torch.manual_seed(0)
+    m = create_model("lenet5-1998")
+    opt = SDLM(m.parameters(), lr=paper_eta(0), mu=0.02)
+    opt.set_curvature(estimate_curvature(m, x))
+    eps = torch.cat([e.flatten() for e in opt.step_sizes()])
+    # Paper (Appendix C): about 7e-5 to 0.016 in pass 1; within an order of magnitude.
+    assert 7e-6 < eps.min() < 7e-4
+    assert 1.6e-3 < eps.max() <= 0.025 + 1e-9  # eta / mu is the hard ceiling
+
+
+def test_paper_schedule():
+    assert [paper_eta(e) for e in range(20)] == [5e-4] * 2 + [2e-4] * 3 + [1e-4] * 3 + [5e-5] * 4 + [1e-5] * 8
+    assert lr_at("paper", 5e-4, 4, 0, 10, 20) == pytest.approx(2e-4)
+    assert lr_at("onecycle", 1.0, 0, 0, 10, 4) == pytest.approx(1 / 25)
+    assert lr_at("cosine", 1.0, 2, 0, 10, 4) == pytest.approx(0.5)
+
+
+def test_registry_errors():
+    assert set(list_models()) >= {"lenet5-1998", "lenet5-modern"}
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("lenet6")
+    with pytest.raises(ValueError, match="unknown model option"):
+        create_model("lenet5-1998", colour=True)

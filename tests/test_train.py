@@ -1,0 +1,117 @@
+"""Training on real MNIST: accuracy floors, checkpoints, resume, metrics, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lenet5 import checkpoint as ckpt
+from lenet5.cli import main
+from lenet5.config import resolve_config
+from lenet5.evaluate import classification_metrics
+from lenet5.train import train
+
+
+def cfg_for(data_root, out, **kw):
+    base = dict(data_dir=str(data_root), out=str(out), progress=False, threads=2)
+    preset = kw.pop("preset", None)
+    return resolve_config(preset, overrides={**base, **kw})
+
+
+@pytest.mark.slow
+def test_modern_one_epoch_10k_reaches_97(data_root, tmp_path):
+    cfg = cfg_for(data_root, tmp_path / "run", preset="batchnorm", epochs=1, limit_train=10000,
+                  batch_size=32, lr=3e-3)
+    row = train(cfg, log=lambda *a: None)
+    assert 1 - row["test_error"] >= 0.97, row
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["test_errors"] == row["test_errors"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["limit_train"] == 10000
+
+
+def test_checkpoint_is_self_describing_and_atomic(data_root, tmp_path):
+    cfg = cfg_for(data_root, tmp_path / "run", preset="batchnorm", epochs=1, limit_train=600)
+    train(cfg, log=lambda *a: None)
+    state, opt, meta = ckpt.read_checkpoint(tmp_path / "run")
+    assert meta["model"] == "lenet5-modern" and meta["model_config"]["batchnorm"] is True
+    assert meta["epoch"] == 1 and "torch" in meta["versions"] and meta["train_config"]["epochs"] == 1
+    assert "c1.1.running_mean" in state and opt  # buffers and optimiser state both saved
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    model, _ = ckpt.load_model(tmp_path / "run")
+    assert sum(p.numel() for p in model.parameters()) == 61932
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "checkpoint.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ckpt.CheckpointError, match="not a readable safetensors"):
+        ckpt.read_checkpoint(bad)
+    assert main(["evaluate", str(bad)]) == 1
+    assert "lenet5: error:" in capsys.readouterr().err
+
+
+def test_resume_gives_identical_weights(data_root, tmp_path):
+    kw = dict(preset="relu-maxpool", limit_train=640, deterministic=True, distort=True,
+              model_args={"dropout": 0.2})
+    train(cfg_for(data_root, tmp_path / "straight", epochs=2, **kw), log=lambda *a: None)
+    train(cfg_for(data_root, tmp_path / "split", epochs=1, **kw), log=lambda *a: None)
+    train(cfg_for(data_root, tmp_path / "split", epochs=2, resume=str(tmp_path / "split"), **kw),
+          log=lambda *a: None)
+    a, _, ma = ckpt.read_checkpoint(tmp_path / "straight")
+    b, _, mb = ckpt.read_checkpoint(tmp_path / "split")
+    assert ma["epoch"] == mb["epoch"] == 2
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2]
+
+
+def test_nan_stops_with_clear_message_and_keeps_checkpoint(data_root, tmp_path):
+    from lenet5.train import TrainingDiverged
+
+    run = tmp_path / "run"
+    train(cfg_for(data_root, run, preset="relu-maxpool", epochs=1, limit_train=256, optimizer="sgd",
+                  lr=0.01), log=lambda *a: None)
+    before = (run / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(cfg_for(data_root, run, preset="relu-maxpool", epochs=2, limit_train=256, lr=1e30,
+                      optimizer="sgd", resume=str(run)), log=lambda *a: None)
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_metrics_match_direct_count():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 10, 500)
+    y_pred = np.where(rng.random(500) < 0.8, y_true, rng.integers(0, 10, 500))
+    m = classification_metrics(y_true, y_pred, [str(i) for i in range(10)])
+    assert m["errors"] == int((y_true != y_pred).sum())
+    for c in range(10):
+        tp = int(((y_true == c) & (y_pred == c)).sum())
+        assert m["confusion_matrix"][c][c] == tp
+        assert m["report"][str(c)]["precision"] == pytest.approx(tp / (y_pred == c).sum())
+        assert m["report"][str(c)]["recall"] == pytest.approx(tp / (y_true == c).sum())
+        assert m["per_class_accuracy"][str(c)] == m["report"][str(c)]["recall"]
+    f1 = [m["report"][str(c)]["f1"] for c in range(10)]
+    support = np.bincount(y_true, minlength=10)
+    assert m["macro_avg"]["f1"] == pytest.approx(np.mean(f1))
+    assert m["weighted_avg"]["f1"] == pytest.approx(np.dot(f1, support) / 500)
+    assert np.array(m["confusion_matrix"]).sum() == 500
+
+
+def test_cli_train_evaluate_summary(data_root, tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main(["train", "--preset", "relu-maxpool", "--epochs", "1", "--limit-train", "1000",
+                 "--data-dir", str(data_root), "--out", str(run), "--no-progress",
+                 "--set", "model_args.activation=\"tanh\""]) == 0
+    assert json.loads((run / "config.json").read_text())["model_args"]["activation"] == "tanh"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data-dir", str(data_root), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n"] == 10000 and len(m["confusion_matrix"]) == 10
+    assert m["errors"] == ckpt.read_checkpoint(run)[2]["metrics"]["test_errors"]
+    assert main(["summary", "lenet5-1998"]) == 0
+    out = capsys.readouterr().out
+    assert "60,000" in out and "340,908" in out
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 1
