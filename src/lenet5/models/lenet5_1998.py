@@ -7,7 +7,7 @@ second-derivative backward pass used by SDLM (Appendix C): second derivatives tr
 through the squares of the weights and the squared derivative of the squashing function, and
 each weight's h_kk sums d2E/da^2 * x^2 over every connection that shares it.
 
-Open choices of the paper (see docs/paper-choices.md), all in :class:`LeNet1998Config`:
+Open choices of the paper (README, "Paper choices"), all in :class:`LeNet1998Config`:
 - ``subsample``: "sum" (default; Section II-B: the four inputs "are added") or "average".
 - ``init_bias``: biases drawn like the weights, U[-2.4/F, 2.4/F] (default) or zero; F counts
   the weighted inputs of a unit, not the bias (so S2's coefficient has F = 4).

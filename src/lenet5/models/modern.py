@@ -3,8 +3,8 @@
 C1 conv 5x5 (6) -> S2 pool -> C3 conv 5x5 (16, fully connected, no table) -> S4 pool ->
 C5 conv 5x5 (120) -> F6 linear (84) -> linear 10-way head, softmax cross-entropy. Options:
 ReLU or tanh, max or average pooling, batch-norm after each conv and F6, dropout before the
-head, and wider maps. Standard width: 61,706 parameters (61,750 + 492 with batch-norm... see
-``lenet5 summary``).
+head, and wider maps. Standard width: 61,706 parameters; 61,932 with batch-norm
+(``lenet5 summary relu-maxpool`` / ``batchnorm``).
 """
 
 from __future__ import annotations
