@@ -36,11 +36,19 @@ class Layer:
 # ---------------------------------------------------------------- convolutions (C1, C3, C5)
 
 
-def im2col(x: np.ndarray, k: int) -> np.ndarray:
-    """``(C, H, W, B) -> (C*k*k, Ho*Wo*B)``; row ``(c, i, j)`` holds ``x[c, i:i+Ho, j:j+Wo]``."""
-    c = x.shape[0]
+def im2col(x: np.ndarray, k: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``(C, H, W, B) -> (C*k*k, Ho*Wo*B)``; row ``(c, i, j)`` holds ``x[c, i:i+Ho, j:j+Wo]``.
+
+    ``out``: a buffer from the previous call, reused when its shape fits (the C1 columns are
+    80 MB at batch 1024; a fresh array would page-fault its way in every step).
+    """
+    c, h, w, b = x.shape
+    ho, wo = h - k + 1, w - k + 1
     win = sliding_window_view(x, (k, k), axis=(1, 2))  # (C, Ho, Wo, B, k, k), a view
-    return np.ascontiguousarray(win.transpose(0, 4, 5, 1, 2, 3)).reshape(c * k * k, -1)
+    if out is None or out.shape != (c * k * k, ho * wo * b) or out.dtype != x.dtype:
+        out = np.empty((c * k * k, ho * wo * b), x.dtype)
+    np.copyto(out.reshape(c, k, k, ho, wo, b), win.transpose(0, 4, 5, 1, 2, 3))
+    return out
 
 
 def col2im(cols: np.ndarray, shape: tuple[int, ...], k: int) -> np.ndarray:
@@ -78,7 +86,8 @@ class Conv2d(Layer):
         return dense.reshape(self.params["weight"].shape)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self.x, self.cols = x, im2col(x, self.k)  # cols (Cin*k*k, Ho*Wo*B)
+        self.x = x
+        self.cols = im2col(x, self.k, getattr(self, "cols", None))  # (Cin*k*k, Ho*Wo*B)
         self.wmat = self.kernel().reshape(self.cout, -1)  # (Cout, Cin*k*k)
         out = self.wmat @ self.cols  # (Cout, Ho*Wo*B)
         if "bias" in self.params:
@@ -93,7 +102,11 @@ class Conv2d(Layer):
             self.grads["bias"] = d.sum(1)
         if not self.input_grad:
             return None
-        return col2im(self.wmat.T @ d, self.x.shape, self.k)  # (Cin, H, W, B)
+        shape = (self.wmat.shape[1], d.shape[1])  # (Cin*k*k, Ho*Wo*B), reused like the cols
+        if getattr(self, "dcols", None) is None or self.dcols.shape != shape:
+            self.dcols = np.empty(shape, d.dtype)
+        np.matmul(self.wmat.T, d, out=self.dcols)
+        return col2im(self.dcols, self.x.shape, self.k)  # (Cin, H, W, B)
 
     def gn_backward(self, d2out: np.ndarray) -> np.ndarray | None:
         d2 = d2out.reshape(self.cout, -1)
@@ -224,25 +237,38 @@ class MaxPool(Layer):
 
 
 class ScaledTanh(Layer):
-    """f(a) = A tanh(S a); A = 1.7159, S = 2/3 in the paper (A = S = 1 is the plain tanh)."""
+    """f(a) = A tanh(S a); A = 1.7159, S = 2/3 in the paper (A = S = 1 is the plain tanh).
+
+    Only the output y is cached: f'(a) = A S (1 - tanh^2(S a)) = (S / A) (A^2 - y^2).
+    """
 
     def __init__(self, a: float = A, s: float = S):
         super().__init__()
         self.a, self.s = a, s
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self.t = np.tanh(x * x.dtype.type(self.s))
-        return self.t * x.dtype.type(self.a)
+        y = np.multiply(x, x.dtype.type(self.s))  # the one new array; the rest is in place
+        np.tanh(y, out=y)
+        y *= x.dtype.type(self.a)
+        self.y = y
+        return y
 
     def derivative(self) -> np.ndarray:
-        """f'(a) = A S (1 - tanh^2(S a))."""
-        return (1 - self.t * self.t) * self.t.dtype.type(self.a * self.s)
+        d = np.square(self.y)
+        d -= self.y.dtype.type(self.a * self.a)
+        d *= self.y.dtype.type(-self.s / self.a)
+        return d
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return dout * self.derivative()
+        d = self.derivative()
+        d *= dout
+        return d
 
     def gn_backward(self, d2out: np.ndarray) -> np.ndarray:
-        return d2out * self.derivative() ** 2
+        d = self.derivative()
+        np.square(d, out=d)
+        d *= d2out
+        return d
 
 
 class ReLU(Layer):
