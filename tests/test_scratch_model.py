@@ -10,6 +10,8 @@ torch ``gauss_newton_diagonal``. A slow test trains the 1998 network with the Nu
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,6 +80,12 @@ def test_state_dict_names_shapes_dtypes_match_torch(name, config):
     got = {k: (v.shape, str(v.dtype)) for k, v in ours.state_dict().items()}
     assert list(got) == list(want) and got == want
     assert set(ours.params()) == {k for k, _ in ref.named_parameters()}
+
+
+def test_engine_imports_numpy_only():
+    code = ("import sys, lenet5.scratch, lenet5.scratch.optim, lenet5.scratch.losses; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_configs_tables_and_prototypes_mirror_torch():
