@@ -73,6 +73,7 @@ class Conv2d(Layer):
                  dtype=np.float32, input_grad: bool = True):
         super().__init__()
         self.cin, self.cout, self.k, self.input_grad = cin, cout, k, input_grad
+        self.cols = self.dcols = None  # im2col buffers, kept between steps
         self.params["weight"] = np.zeros((cout, cin, k, k), dtype)
         if bias:
             self.params["bias"] = np.zeros(cout, dtype)
@@ -87,7 +88,7 @@ class Conv2d(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x
-        self.cols = im2col(x, self.k, getattr(self, "cols", None))  # (Cin*k*k, Ho*Wo*B)
+        self.cols = im2col(x, self.k, self.cols)  # (Cin*k*k, Ho*Wo*B)
         self.wmat = self.kernel().reshape(self.cout, -1)  # (Cout, Cin*k*k)
         out = self.wmat @ self.cols  # (Cout, Ho*Wo*B)
         if "bias" in self.params:
@@ -103,7 +104,7 @@ class Conv2d(Layer):
         if not self.input_grad:
             return None
         shape = (self.wmat.shape[1], d.shape[1])  # (Cin*k*k, Ho*Wo*B), reused like the cols
-        if getattr(self, "dcols", None) is None or self.dcols.shape != shape:
+        if self.dcols is None or self.dcols.shape != shape or self.dcols.dtype != d.dtype:
             self.dcols = np.empty(shape, d.dtype)
         np.matmul(self.wmat.T, d, out=self.dcols)
         return col2im(self.dcols, self.x.shape, self.k)  # (Cin, H, W, B)
