@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import machine_info
 from lenet5 import __version__
 from lenet5.checkpoint import save_checkpoint
 from lenet5.export import export_onnx
@@ -97,22 +97,8 @@ def environment(threads: int) -> dict:
     import onnx
     import onnxruntime
 
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").is_file():
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
     return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
-        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
-        # Other processes skew CPU timings; the 1-minute load average says how busy it was.
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        **machine_info(threads),
         "versions": {"lenet5": __version__, "python": platform.python_version(),
                      "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "onnx": onnx.__version__, "numpy": np.__version__},

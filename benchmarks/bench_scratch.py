@@ -37,6 +37,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from common import machine_info  # noqa: E402
 from lenet5.scratch import build  # noqa: E402
 from lenet5.scratch.losses import map_loss  # noqa: E402
 from lenet5.scratch.optim import SGD  # noqa: E402
@@ -139,22 +140,9 @@ def environment(threads: int) -> dict:
 
     from lenet5 import __version__
 
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
     torch.set_num_threads(threads)
     return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
-        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
-        "load_average_1min": os.getloadavg()[0],  # other processes skew CPU timings
+        **machine_info(threads),
         "versions": {"lenet5": __version__, "python": platform.python_version(),
                      "numpy": np.__version__, "torch": torch.__version__},
         "model": "lenet5-1998", "dtype": "float32", "step": "forward + MAP loss + backward + SGD",
