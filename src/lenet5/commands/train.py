@@ -62,7 +62,7 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def cmd_train(args) -> int:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config_file", "set")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config_file", "set", "argv")}
     overrides.update(parse_sets(getattr(args, "set", [])))
     nproc = overrides.pop("nproc", None)
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:  # never relaunch from a rank
