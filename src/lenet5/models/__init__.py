@@ -12,9 +12,10 @@ Every registered model exposes the same interface:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:  # torch is imported with the models, not with the registry or the specs
+    import torch.nn as nn
 
 
 @dataclass(frozen=True)

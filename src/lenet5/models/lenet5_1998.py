@@ -18,7 +18,6 @@ Open choices of the paper (README, "Paper choices"), all in :class:`LeNet1998Con
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -27,25 +26,11 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 from . import register_model
 from .bitmaps import rbf_prototypes
+from .spec import C3_TABLE, LeNet1998Config
+
+__all__ = ["C3_TABLE", "LeNet1998Config", "LeNet5"]
 
 A, S = 1.7159, 2.0 / 3.0
-
-# Table I: the S2 feature maps each C3 map reads.
-C3_TABLE: tuple[tuple[int, ...], ...] = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5),
-)
-
-
-@dataclass
-class LeNet1998Config:
-    subsample: str = "sum"  # "sum" | "average"
-    init_bias: str = "fanin"  # "fanin" | "zero"
-    map_j: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def squash(a: torch.Tensor) -> torch.Tensor:

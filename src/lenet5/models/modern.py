@@ -10,36 +10,15 @@ head, and wider maps. Standard width: 61,706 parameters; 61,932 with batch-norm
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_model
+from .spec import ModernConfig
 
-
-@dataclass
-class ModernConfig:
-    activation: str = "relu"  # "relu" | "tanh"
-    pool: str = "max"  # "max" | "avg"
-    batchnorm: bool = False
-    dropout: float = 0.0  # before F6 and before the head
-    widths: tuple[int, int, int, int] = (6, 16, 120, 84)  # C1, C3, C5, F6
-
-    def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"activation must be relu or tanh, got {self.activation!r}")
-        if self.pool not in ("max", "avg"):
-            raise ValueError(f"pool must be max or avg, got {self.pool!r}")
-        if len(self.widths) != 4:
-            raise ValueError("widths needs four numbers: C1, C3, C5, F6")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
+__all__ = ["ModernConfig", "ModernLeNet5"]
 
 
 @register_model("lenet5-modern", config=ModernConfig, head="logits", normalization="standard", loss="ce")

@@ -5,18 +5,17 @@ shapes and layouts of the torch model's (``c1.weight (6, 1, 5, 5)``, ``c3.weight
 ``rbf.prototypes``; ``c1.0.weight``, ``c1.1.running_var``, ``head.weight`` ...), so weights and
 checkpoints move between the engines unchanged. The model takes and returns batch-first arrays
 like torch (``x (B, 1, 32, 32)``, ``out (B, 10)``); inside, activations are channels-first,
-batch-last (see :mod:`.layers`).
+batch-last (see :mod:`.layers`). Configs, Table I and the Fig. 3 bitmaps come from
+:mod:`lenet5.models.spec`, the torch-free module the torch models import too.
 """
 
 from __future__ import annotations
 
-import ast
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
+from ..models.spec import C3_TABLE, LeNet1998Config, ModernConfig, prototype_values
 from .layers import (
     AvgPool,
     BatchNorm,
@@ -34,53 +33,9 @@ from .layers import (
 )
 
 
-def torch_free_constant(module: str, name: str):
-    """A literal module-level constant of ``lenet5.models.<module>``, read from its source.
-
-    Importing ``lenet5.models`` imports torch; reading the literal keeps one source of truth
-    (Table I, the Fig. 3 bitmaps) while this engine stays NumPy-only.
-    """
-    source = (Path(__file__).resolve().parents[1] / "models" / f"{module}.py").read_text()
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                return ast.literal_eval(node.value)
-    raise LookupError(f"lenet5.models.{module} defines no constant {name}")
-
-
-C3_TABLE: tuple[tuple[int, ...], ...] = torch_free_constant("lenet5_1998", "C3_TABLE")
-
-
 def rbf_prototypes(dtype=np.float32) -> np.ndarray:
     """``(10, 84)`` of +-1 from the 7x12 bitmaps of Fig. 3: ink +1, paper -1, row-major."""
-    rows = [line.split() for line in torch_free_constant("bitmaps", "BITMAP_ROWS")]
-    return np.array([[1.0 if ch == "#" else -1.0 for row in rows for ch in row[d]]
-                     for d in range(10)], dtype)
-
-
-# The torch configs' fields and defaults (lenet5.models.*; a test checks they agree).
-@dataclass
-class LeNet1998Config:
-    subsample: str = "sum"  # "sum" | "average"
-    init_bias: str = "fanin"  # "fanin" | "zero"
-    map_j: float = 0.1
-
-
-@dataclass
-class ModernConfig:
-    activation: str = "relu"  # "relu" | "tanh"
-    pool: str = "max"  # "max" | "avg"
-    batchnorm: bool = False
-    dropout: float = 0.0  # before F6 and before the head
-    widths: tuple[int, int, int, int] = (6, 16, 120, 84)  # C1, C3, C5, F6
-
-    def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        if self.activation not in ("relu", "tanh") or self.pool not in ("max", "avg"):
-            raise ValueError(f"bad activation/pool {self.activation!r}/{self.pool!r}")
-        if len(self.widths) != 4:
-            raise ValueError("widths needs four numbers: C1, C3, C5, F6")
+    return np.array(prototype_values(), dtype)
 
 
 Stage = tuple[str, list[tuple[str | None, Layer]]]  # feature name, (parameter prefix, layer)
@@ -277,11 +232,6 @@ def build(name: str, config: dict | None = None, dtype=np.float32,
     cls, make = BUILDERS[name]
     cfg = cls(**(config or {}))
     return make(cfg, np.dtype(dtype), np.random.default_rng(seed))
-
-
-def config_dict(model: Model) -> dict:
-    d = asdict(model.config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def from_checkpoint(path, dtype=np.float32) -> Model:

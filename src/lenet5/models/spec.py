@@ -1,0 +1,84 @@
+"""What the models are, independent of any framework: configs, Table I, the Fig. 3 bitmaps.
+
+The PyTorch models (:mod:`.lenet5_1998`, :mod:`.modern`, :mod:`.bitmaps`) and the NumPy engine
+(:mod:`lenet5.scratch`) both build from these definitions, so the two engines cannot drift
+apart. This module imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Table I (Section II-B): the S2 feature maps each of the 16 C3 maps reads. 60 pairs in all.
+C3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5),
+)
+
+# The RBF output's fixed prototypes: stylized 7x12 digit bitmaps (Fig. 3). Each row holds one
+# pixel row of all ten digits, 0 to 9, separated by two spaces; ``#`` is ink (+1) and ``.`` is
+# paper (-1). Read row by row they give the 84-vector w_i of class i. Transcribed from the
+# figure as given in docs/lenet5-1998.md.
+BITMAP_ROWS = (
+    ".#####.  ...##..  .#####.  #######  .#####.  .#####.  ..####.  #######  .#####.  .#####.",
+    ".......  ..###..  .......  .....##  .......  .......  .##....  .....##  ##...##  ##..###",
+    "..###..  .####..  .#####.  ....##.  .......  #######  ##.....  .....##  ##...##  ##...##",
+    ".##.##.  ...##..  ##...##  ...##..  .##..##  ##.....  ##.....  ....##.  ##...##  ##...##",
+    "##...##  ...##..  #....##  ..####.  .##..##  ##.....  ######.  ...##..  .#####.  ##..###",
+    "##...##  ...##..  ....##.  .....##  ###..##  .####..  ###..##  ...##..  ##...##  .######",
+    "##...##  ...##..  ..###..  .....##  ##...##  ..####.  ##...##  ..##...  ##...##  .....##",
+    "##...##  ...##..  .##....  .....##  ##...##  .....##  ##...##  ..##...  ##...##  .....##",
+    ".##.##.  ...##..  ##.....  ##...##  ##..###  ##...##  ###..##  ..##...  ##...##  ....##.",
+    "..###..  .######  #######  .#####.  .######  .#####.  .#####.  ..##...  .#####.  .####..",
+    ".......  .......  .......  .......  .....##  .......  .......  .......  .......  .......",
+    ".......  .......  .......  .......  .....##  .......  .......  .......  .......  .......",
+)
+WIDTH, HEIGHT = 7, 12
+
+
+def bitmap_strings() -> list[list[str]]:
+    """``[digit][row]`` -> the 7-character row of that digit's bitmap."""
+    rows = [line.split() for line in BITMAP_ROWS]
+    return [[row[d] for row in rows] for d in range(10)]
+
+
+def prototype_values() -> list[list[float]]:
+    """``[digit][pixel]``: 10 lists of 84 values, ink +1 and paper -1, row-major over 12x7."""
+    return [[1.0 if ch == "#" else -1.0 for row in digit for ch in row]
+            for digit in bitmap_strings()]
+
+
+@dataclass
+class LeNet1998Config:
+    """Open choices of the paper (README, "Paper choices")."""
+
+    subsample: str = "sum"  # "sum" | "average"
+    init_bias: str = "fanin"  # "fanin" | "zero"
+    map_j: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModernConfig:
+    activation: str = "relu"  # "relu" | "tanh"
+    pool: str = "max"  # "max" | "avg"
+    batchnorm: bool = False
+    dropout: float = 0.0  # before F6 and before the head
+    widths: tuple[int, int, int, int] = (6, 16, 120, 84)  # C1, C3, C5, F6
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be relu or tanh, got {self.activation!r}")
+        if self.pool not in ("max", "avg"):
+            raise ValueError(f"pool must be max or avg, got {self.pool!r}")
+        if len(self.widths) != 4:
+            raise ValueError("widths needs four numbers: C1, C3, C5, F6")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
