@@ -51,3 +51,27 @@ def test_numpy_engine_runs_presets(data_root, tmp_path, preset, extra):
     assert np.isfinite(row["train_loss"]) and 0 <= row["test_error"] <= 1
     _, opt, meta = ckpt.read_checkpoint(tmp_path / "run")
     assert meta["optimizer"]["type"] == cfg.optimizer and opt
+
+
+def test_threads_setting_limits_numpy_blas_and_torch(data_root, tmp_path, monkeypatch):
+    """``threads`` caps the BLAS pool the NumPy engine's matmuls run on, and torch, for the
+    run only: inside every step both are at 1, afterwards both are back where they were."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from lenet5.scratch_engine import NumpyEngine
+
+    seen, step = [], NumpyEngine.train_step
+
+    def spy(self, x, y):
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        seen.append((blas, torch.get_num_threads()))
+        return step(self, x, y)
+
+    monkeypatch.setattr(NumpyEngine, "train_step", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        torch.set_num_threads(2)
+        train(cfg_for(data_root, tmp_path / "run", model="lenet5-modern", limit_train=64,
+                      batch_size=32, epochs=1, eval_batch_size=5000), log=lambda *a: None)
+        after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert seen and all(blas and set(blas) == {1} and n == 1 for blas, n in seen), seen
+    assert set(after) == {2} and torch.get_num_threads() == 2

@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    threads: int | None = None
+    threads: int | None = None  # CPU threads of torch and of NumPy's BLAS; None: their defaults
     amp: bool = False
     out: str | None = None
     resume: str | None = None

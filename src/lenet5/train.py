@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -236,13 +237,35 @@ def evaluate_split(engine, x: torch.Tensor, y: torch.Tensor, norm: Normalization
     return {"loss": float(loss_sum) / n, "errors": int(errors), "error": int(errors) / n}
 
 
+@contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with ``n`` CPU threads for torch and for the BLAS/OpenMP pools NumPy
+    calls into (the NumPy engine's matmuls); both limits are undone afterwards. ``None``
+    leaves the libraries' own defaults (all cores, or ``OMP_NUM_THREADS`` and the like)."""
+    if not n:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Run (or resume) training as ``cfg`` says; returns the last epoch's metrics row."""
     validate(cfg)
+    with cpu_threads(cfg.threads):
+        return _train(cfg, log)
+
+
+def _train(cfg: TrainConfig, log) -> dict:
     device = pick_device(cfg.device)
     rank, world = init_distributed(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     is_main = rank == 0

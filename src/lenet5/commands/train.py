@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/<preset-or-model>-<time>)")
     p.add_argument("--resume", help="run directory to continue")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and NumPy's BLAS")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--nproc", type=int, help="launch N processes through torchrun (DDP)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
