@@ -1,0 +1,46 @@
+"""``lenet5 predict IMAGE...``: the digit in each image, with probabilities."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..predict import PredictError, load_image, preprocess, resolve_predictor
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, BMP, GIF, TIFF)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="run directory or .safetensors file (default: bundled weights)")
+    p.add_argument("--model", help="bundled model name (see `lenet5 models`)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="one JSON document with every result")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    predictor = resolve_predictor(args.checkpoint, args.model)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            res = {"file": path, **predictor.predict(preprocess(load_image(path)), args.top_k)[0]}
+        except PredictError as e:
+            failed += 1
+            res = {"file": path, "error": str(e)}
+            print(f"lenet5: error: {e}", file=sys.stderr)
+        results.append(res)
+        if not args.json and "error" not in res:
+            print(format_result(res))
+    if args.json:
+        print(json.dumps({"model": predictor.name, "posterior": predictor.posterior,
+                          "results": results}, indent=2))
+    elif predictor.posterior == "map-rbf":
+        print("(probabilities: MAP posterior of the RBF distances, P(i) = exp(-y_i) / "
+              "(exp(-j) + sum_k exp(-y_k)); the rest is the rubbish class)")
+    return 1 if failed else 0
+
+
+def format_result(res: dict) -> str:
+    top = "  ".join(f"{label}: {p * 100:5.1f}%" for label, p in res["top_k"])
+    extra = f"  (rubbish {res['rubbish'] * 100:.1f}%)" if "rubbish" in res else ""
+    return f"{res['file']}: {res['label']}   {top}{extra}"
