@@ -46,8 +46,9 @@ def cmd_models(args) -> int:
         models.append({"name": name, "head": e.head, "normalization": e.normalization,
                        "loss": e.loss, "params": n, "description": e.description})
     presets = {k: v["model"] for k, v in PRESETS.items()}
+    bundled = bundled_summary()
     if args.json:
-        print(json.dumps({"models": models, "presets": presets}, indent=2))
+        print(json.dumps({"models": models, "presets": presets, "bundled": bundled}, indent=2))
         return 0
     print("models:")
     for m in models:
@@ -55,4 +56,22 @@ def cmd_models(args) -> int:
     print("presets (use with --preset):")
     for k, v in presets.items():
         print(f"  {k:<14} {v}")
+    print("bundled weights (use with `lenet5 predict --model`; * = default):")
+    for b in bundled:
+        mark = "*" if b["default"] else " "
+        print(f"{mark} {b['name']:<14} {b['model']:<14} test accuracy {b['accuracy'] * 100:.2f}% "
+              f"({b['errors']} errors)  preset {b['preset']}, seed {b['seed']}")
+    if not bundled:
+        print("  (none installed)")
     return 0
+
+
+def bundled_summary() -> list[dict]:
+    from ..weights import bundled_models, default_name
+
+    entries = bundled_models()
+    default = default_name(entries) if entries else None
+    return [{"name": e["name"], "model": e["card"]["model"], "preset": e["card"]["preset"],
+             "seed": e["card"]["seed"], "accuracy": e["card"]["test"]["accuracy"],
+             "errors": e["card"]["test"]["errors"], "path": str(e["path"]),
+             "default": e["name"] == default} for e in entries]
