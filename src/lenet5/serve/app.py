@@ -1,0 +1,173 @@
+"""The draw-a-digit demo (README "Web demo"): a FastAPI app over :class:`lenet5.predict.Predictor`.
+
+Routes:
+
+- ``GET /``: the page (``static/``: plain HTML, CSS and JS, no CDN, no external fonts);
+- ``POST /api/predict``: an image or 28x28 pixels in, label, probabilities, top-k, latency and
+  model name out; ``?features=1`` adds the 28x28 input as the model saw it and the C1 and C3
+  feature maps (the page draws them, like LeCun's 1993 demo);
+- ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs``.
+
+Models are loaded once, before the app is made (:func:`create_app` takes them ready). Each
+prediction runs in the thread pool so the event loop keeps accepting connections.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from .errors import MAX_BODY_BYTES, APIError, BodySizeLimit, install_error_handlers
+from .inputs import model_input, read_payload
+
+STATIC = Path(__file__).with_name("static")
+# The page loads nothing from elsewhere; the browser enforces it.
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'")
+SHOWN_FEATURES = ("C1", "C3")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    label: int
+    probs: list[float]
+    top_k: list[tuple[int, float]]
+    posterior: str | None = None  # "softmax", or "map-rbf" for the 1998 RBF head
+    rubbish: float | None = None  # map-rbf: the posterior mass of "none of these"
+    latency_ms: float
+    input: list[list[float]] | None = None
+    features: dict[str, list[list[list[float]]]] | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default: bool
+    architecture: str | None = None
+    dataset: str | None = None
+    test_error: float | None = None
+
+
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+        "image": {"type": "string", "format": "binary", "description": "a digit image (PNG, JPEG, ...)"},
+        "model": {"type": "string", "description": "a name from /api/models"},
+    }}},
+    "application/json": {"schema": {"type": "object", "required": ["pixels"], "properties": {
+        "pixels": {"type": "array", "description": "28 rows of 28 numbers in [0, 1], ink 1",
+                   "items": {"type": "array", "items": {"type": "number"}}},
+        "preprocess": {"type": "boolean", "default": False,
+                       "description": "centre and scale the drawing first, like an image"},
+        "model": {"type": "string"},
+    }}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+}}}
+
+
+def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The ASGI app serving ``predictors`` (a Predictor, a list of them, or a name -> Predictor
+    dict; the first is the default)."""
+    models = by_name(predictors)
+    default = next(iter(models))
+    app = FastAPI(title="lenet5: draw a digit", version=__version__,
+                  description="LeNet-5 reads a handwritten digit. Errors are 4xx JSON "
+                              f"`{{\"error\": ..., \"status\": ...}}`; bodies over "
+                              f"{max_body_bytes:,} bytes are refused (413).")
+    app.state.models = models
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "models": list(models)}
+
+    @app.get("/api/models", response_model=list[ModelInfo])
+    def list_models() -> list[dict]:
+        return [describe(name, p, name == default) for name, p in models.items()]
+
+    @app.post("/api/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
+              responses={c: {"description": d} for c, d in [
+                  (400, "malformed body"), (413, "body too large"), (415, "unsupported content type"),
+                  (422, "not an image, no digit, wrong shape or values, unknown model")]})
+    async def predict(
+        request: Request,
+        model: str | None = Query(None, description="a name from /api/models (default: the first)"),
+        features: bool = Query(False, description="add the 28x28 input and the C1, C3 feature maps"),
+        top_k: int = Query(3, ge=1, le=10),
+    ) -> dict:
+        t0 = time.perf_counter()
+        payload = await read_payload(request)
+        name = payload.model or model or default
+        if name not in models:
+            raise APIError(422, f"unknown model {name!r}; loaded: {', '.join(models)}")
+        out = await run_in_threadpool(run_model, models[name], payload, features, top_k)
+        out.update(model=name, latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
+        return out
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def by_name(predictors) -> dict:
+    if isinstance(predictors, dict):
+        models = dict(predictors)
+    else:
+        seq = list(predictors) if isinstance(predictors, (list, tuple)) else [predictors]
+        models = {}
+        for p in seq:
+            name, n = p.name, 2
+            while name in models:  # two checkpoints of the same model: keep both, apart
+                name, n = f"{p.name}-{n}", n + 1
+            models[name] = p
+    if not models:
+        raise ValueError("create_app needs at least one model")
+    return models
+
+
+def describe(name: str, p, default: bool) -> dict:
+    meta = getattr(p, "meta", None) or {}
+    metrics = meta.get("metrics") or {}
+    err = metrics.get("test_error") if isinstance(metrics, dict) else None
+    return {"name": name, "default": default, "architecture": meta.get("model"),
+            "dataset": meta.get("dataset"), "test_error": err}
+
+
+def run_model(predictor, payload, features: bool, top_k: int) -> dict:
+    """Decode, preprocess and predict: the CPU work of one request, run off the event loop."""
+    x = model_input(payload)  # (28, 28) float32
+    out = jsonable(predictor.predict(x, top_k=top_k)[0])
+    if features:
+        maps = predictor.features(x)
+        out["input"] = np.round(x, 3).tolist()
+        out["features"] = {k: np.round(squeeze(maps[k]), 3).tolist() for k in SHOWN_FEATURES}
+    return out
+
+
+def squeeze(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    while a.ndim > 3 and a.shape[0] == 1:  # (1, C, H, W) -> (C, H, W)
+        a = a[0]
+    return a
+
+
+def jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

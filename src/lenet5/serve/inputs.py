@@ -1,0 +1,137 @@
+"""From a request to the model's 28x28 input.
+
+Two ways in, one way to the model:
+
+- an image (a multipart upload in field ``image`` or ``file``, or a raw ``image/*`` body) goes
+  through :func:`lenet5.predict.load_image` and :func:`lenet5.predict.preprocess`, the very path
+  of ``lenet5 predict``: the demo page uploads its canvas as a PNG, so a drawing and a photo are
+  read alike;
+- JSON ``{"pixels": 28x28 numbers in [0, 1]}`` is taken as the model's input itself (MNIST
+  convention: ink 1, background 0), or, with ``"preprocess": true``, a small drawing that still
+  needs centring and scaling, which then goes through the same ``preprocess``.
+
+Everything a client can get wrong raises :class:`~lenet5.serve.errors.APIError` (4xx).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..predict import PredictError, load_image, preprocess
+from .errors import APIError
+
+SIZE = 28
+IMAGE_FIELDS = ("image", "file")
+# A 2 MB body can still hold a decompression bomb; refuse images with more pixels than this.
+MAX_IMAGE_PIXELS = 16_000_000
+
+
+@dataclass
+class Payload:
+    """What a request asked for, read but not yet decoded (decoding is CPU work)."""
+
+    image: bytes | None = None
+    pixels: np.ndarray | None = None
+    preprocess: bool = False
+    model: str | None = None
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+async def read_payload(request) -> Payload:
+    """Read the body by its content type; unsupported types are a 415."""
+    kind = media_type(request.headers.get("content-type"))
+    if kind == "application/json":
+        return parse_json(await request.body())
+    if kind == "multipart/form-data":
+        return await read_form(request)
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        return Payload(image=await request.body())
+    raise APIError(415, f"unsupported content type {kind or '(none)'!r}: send multipart/form-data "
+                        "with an image file, an image/* body, or application/json with 'pixels'")
+
+
+async def read_form(request) -> Payload:
+    try:
+        form = await request.form(max_files=2, max_fields=8)
+    except (AssertionError, ValueError) as e:  # python-multipart's own parse errors
+        raise APIError(400, f"malformed multipart body: {e}") from e
+    upload = next((form[f] for f in IMAGE_FIELDS if f in form), None)
+    if upload is None:
+        raise APIError(422, "missing field 'image': upload the digit as a file in field 'image'")
+    if isinstance(upload, str):
+        raise APIError(422, "field 'image' must be a file upload, not a text value")
+    model = form.get("model")
+    if model is not None and not isinstance(model, str):
+        raise APIError(422, "field 'model' must be text")
+    return Payload(image=await upload.read(), model=model or None)
+
+
+def parse_json(body: bytes) -> Payload:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise APIError(400, f"body is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise APIError(400, "body is not valid JSON: nested too deeply") from e
+    if not isinstance(doc, dict):
+        raise APIError(422, "JSON body must be an object with a 'pixels' field")
+    if "pixels" not in doc:
+        raise APIError(422, "missing field 'pixels': a 28x28 array of numbers in [0, 1]")
+    model, prep = doc.get("model"), doc.get("preprocess", False)
+    if model is not None and not isinstance(model, str):
+        raise APIError(422, "field 'model' must be a string")
+    if not isinstance(prep, bool):
+        raise APIError(422, "field 'preprocess' must be true or false")
+    return Payload(pixels=check_pixels(doc["pixels"]), preprocess=prep, model=model)
+
+
+def check_pixels(value) -> np.ndarray:
+    """A (28, 28) float32 array of finite numbers in [0, 1], or a 422 saying what is wrong."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged rows
+        raise APIError(422, f"pixels must be a 28x28 array of numbers: {e}") from e
+    if arr.dtype.kind not in "iuf":  # strings, null, objects, booleans
+        raise APIError(422, f"pixels must be numbers, found {first_non_number(value)}")
+    if arr.shape != (SIZE, SIZE):
+        raise APIError(422, f"pixels must have shape [28, 28], got {list(arr.shape)}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise APIError(422, "pixels contain NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 1:
+        raise APIError(422, f"pixels must lie in [0, 1]; got values from {lo:g} to {hi:g}")
+    return arr.astype(np.float32)
+
+
+def first_non_number(value) -> str:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            return json.dumps(v)[:40]
+    return "none"  # pragma: no cover - numpy found a non-number
+
+
+def model_input(p: Payload) -> np.ndarray:
+    """The (28, 28) float32 input the model sees; blank drawings and bad images are 422s."""
+    try:
+        if p.image is not None:
+            if not p.image:
+                raise APIError(422, "the uploaded image is empty (0 bytes)")
+            return preprocess(load_image(p.image, max_pixels=MAX_IMAGE_PIXELS))
+        if p.preprocess:
+            return preprocess(p.pixels)
+    except PredictError as e:
+        raise APIError(422, str(e)) from e
+    if not p.pixels.any():
+        raise APIError(422, "no digit found: every pixel is 0")
+    return p.pixels

@@ -1,0 +1,309 @@
+"""The prediction API in process (FastAPI's TestClient): answers, and a 4xx JSON for every bad
+input. The real server and the browser are in test_serve_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lenet5.predict import Predictor, load_image, preprocess
+from lenet5.serve import create_app
+from lenet5.serve.errors import BodySizeLimit
+from lenet5.serve.inputs import MAX_IMAGE_PIXELS
+from tests.serve_support import as_photo_png, demo_checkpoint, mnist_test_digits
+
+LIMIT = 2 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory, data_root) -> Predictor:
+    return Predictor.from_checkpoint(demo_checkpoint(tmp_path_factory.getbasetemp(), data_root), "bn")
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    second = Predictor(predictor.model, predictor.meta, "second")
+    with TestClient(create_app([predictor, second])) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digits(data_root):
+    return mnist_test_digits(data_root, 40)
+
+
+def png_bytes(a: np.ndarray, mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def assert_error(r, status: int, pattern: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["status"] == status and re.search(pattern, body["error"], re.I), body
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def test_health_and_models(client):
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["bn", "second"]}
+    models = client.get("/api/models").json()
+    assert [(m["name"], m["default"]) for m in models] == [("bn", True), ("second", False)]
+    assert models[0]["architecture"] == "lenet5-modern" and models[0]["dataset"] == "mnist"
+    assert 0 < models[0]["test_error"] < 0.05
+
+
+def test_json_pixels_are_the_model_input(client, predictor, digits):
+    images, labels = digits
+    got = [client.post("/api/predict", json={"pixels": x.tolist()}).json() for x in images]
+    direct = predictor.predict(images, top_k=3)
+    for g, d in zip(got, direct):
+        assert g["label"] == d["label"] and g["model"] == "bn"
+        np.testing.assert_allclose(g["probs"], d["probs"], rtol=1e-5, atol=1e-7)
+        assert [k for k, _ in g["top_k"]] == [k for k, _ in d["top_k"]]
+        assert g["latency_ms"] > 0
+    assert np.mean([g["label"] for g in got] == labels) >= 0.9
+
+
+def test_upload_takes_the_predict_path(client, predictor, digits):
+    """A picture goes through load_image + preprocess, exactly as ``lenet5 predict`` does."""
+    images, labels = digits
+    hits = 0
+    for x, y in zip(images[:20], labels[:20]):
+        png = as_photo_png(x)
+        r = client.post("/api/predict?features=1", files={"image": ("d.png", png, "image/png")})
+        assert r.status_code == 200, r.text
+        got, x28 = r.json(), preprocess(load_image(png))
+        want = predictor.predict(x28)[0]
+        assert got["label"] == want["label"]
+        np.testing.assert_allclose(got["probs"], want["probs"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got["input"], x28, atol=5e-4)  # rounded to 3 places
+        hits += got["label"] == y
+    assert hits >= 18
+
+
+def test_features_for_the_page(client, predictor, digits):
+    x = digits[0][0]
+    r = client.post("/api/predict?features=1", json={"pixels": x.tolist()}).json()
+    assert set(r["features"]) == {"C1", "C3"}
+    c1, c3 = np.array(r["features"]["C1"]), np.array(r["features"]["C3"])
+    assert c1.shape == (6, 28, 28) and c3.shape == (16, 10, 10)
+    want = predictor.features(x)
+    np.testing.assert_allclose(c1, want["C1"], atol=5e-4)
+    np.testing.assert_allclose(c3, want["C3"], atol=5e-4)
+    plain = client.post("/api/predict", json={"pixels": x.tolist()}).json()
+    assert plain.get("features") is None and plain.get("input") is None
+
+
+def test_raw_image_body_json_preprocess_top_k_and_model_choice(client, predictor, digits):
+    x = digits[0][0]
+    png = as_photo_png(x)
+    raw = client.post("/api/predict", content=png, headers={"content-type": "image/png"}).json()
+    form = client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()
+    assert raw["probs"] == form["probs"]
+
+    # A small off-centre drawing sent as pixels, asking for the same preprocessing.
+    small = np.zeros((28, 28), np.float32)
+    small[2:16, 2:16] = np.asarray(Image.fromarray(x).resize((14, 14), Image.Resampling.BOX))
+    small = np.clip(small / small.max(), 0, 1)
+    r = client.post("/api/predict", json={"pixels": small.tolist(), "preprocess": True}).json()
+    assert r["probs"] == pytest.approx(predictor.predict(preprocess(small))[0]["probs"], rel=1e-5)
+
+    r = client.post("/api/predict?top_k=5&model=second", json={"pixels": x.tolist()}).json()
+    assert r["model"] == "second" and len(r["top_k"]) == 5
+    r = client.post("/api/predict", files={"image": ("d.png", png, "image/png")},
+                    data={"model": "second"}).json()
+    assert r["model"] == "second"
+    r = client.post("/api/predict", json={"pixels": x.tolist(), "model": "second"}).json()
+    assert r["model"] == "second"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+GOOD = np.zeros((28, 28)).tolist()
+GOOD[10][10] = 1.0
+
+
+def truncated_png() -> bytes:
+    png = as_photo_png(np.eye(28, dtype=np.float32))
+    return png[: len(png) // 2]
+
+
+def bomb_png(side: int = 5000) -> bytes:
+    """A valid PNG header and stream for side x side 1-bit pixels: tiny file, huge image."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    rows = zlib.compress((b"\x00" + b"\xff" * ((side + 7) // 8)) * side, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_bomb_fixture_is_small_and_huge():
+    data = bomb_png()
+    assert len(data) < LIMIT and 5000 * 5000 > MAX_IMAGE_PIXELS
+    assert Image.open(io.BytesIO(data)).size == (5000, 5000)
+
+
+def upload(data: bytes, ctype: str = "image/png"):
+    return {"files": {"image": ("x.png", data, ctype)}}
+
+
+BAD = {
+    # name: (request kwargs, status, what the error must say)
+    "not an image": (upload(b"hello, I am text", "text/plain"), 422, "not an image"),
+    "truncated image": (upload(truncated_png()), 422, "truncated|corrupt"),
+    "empty upload": (upload(b""), 422, "empty"),
+    "blank image": (upload(png_bytes(np.full((50, 50), 255, np.uint8))), 422, "no digit"),
+    "decompression bomb": (upload(bomb_png()), 422, "pixels|bomb"),
+    "raw body not an image": ({"content": b"GIF89a garbage", "headers": {"content-type": "image/gif"}},
+                              422, "not an image|corrupt"),
+    "upload missing": ({"files": {"other": ("x.png", b"1", "image/png")}}, 422, "missing field 'image'"),
+    "upload is text": ({"data": {"image": "not a file"}, "files": {"x": ("x", b"1")}}, 422, "file upload"),
+    "pixels missing": ({"json": {"pixel": GOOD}}, 422, "missing field 'pixels'"),
+    "wrong shape": ({"json": {"pixels": np.zeros((27, 28)).tolist()}}, 422, r"shape \[28, 28\].*\[27, 28\]"),
+    "flat": ({"json": {"pixels": [0.5] * 784}}, 422, r"shape \[28, 28\].*\[784\]"),
+    "batch": ({"json": {"pixels": [GOOD, GOOD]}}, 422, r"\[2, 28, 28\]"),
+    "ragged": ({"json": {"pixels": GOOD[:27] + [[0.0] * 27]}}, 422, "28x28|shape"),
+    "scalar": ({"json": {"pixels": 5}}, 422, "shape"),
+    "strings": ({"json": {"pixels": [["0.5"] * 28] * 28}}, 422, "numbers"),
+    "nulls": ({"json": {"pixels": [[None] * 28] * 28}}, 422, "numbers"),
+    "booleans": ({"json": {"pixels": [[True] * 28] * 28}}, 422, "numbers"),
+    "NaN": ({"content": json.dumps({"pixels": [[float("nan")] * 28] * 28}),
+             "headers": {"content-type": "application/json"}}, 422, "NaN"),
+    "infinity": ({"content": '{"pixels": [' + ",".join(["[" + ",".join(["Infinity"] * 28) + "]"] * 28) + "]}",
+                  "headers": {"content-type": "application/json"}}, 422, "NaN or infinite"),
+    "above 1": ({"json": {"pixels": [[1.5] * 28] * 28}}, 422, r"\[0, 1\].*1\.5"),
+    "below 0": ({"json": {"pixels": [[-0.1] * 28] * 28}}, 422, r"\[0, 1\]"),
+    "0..255 scale": ({"json": {"pixels": [[255] * 28] * 28}}, 422, r"\[0, 1\]"),
+    "all zero": ({"json": {"pixels": np.zeros((28, 28)).tolist()}}, 422, "no digit"),
+    "not an object": ({"json": [GOOD]}, 422, "object"),
+    "bad preprocess flag": ({"json": {"pixels": GOOD, "preprocess": "yes"}}, 422, "preprocess"),
+    "model not a string": ({"json": {"pixels": GOOD, "model": 3}}, 422, "model"),
+    "unknown model": ({"json": {"pixels": GOOD, "model": "nope"}}, 422, "unknown model 'nope'.*bn, second"),
+    "invalid JSON": ({"content": b'{"pixels": [', "headers": {"content-type": "application/json"}},
+                     400, "not valid JSON"),
+    "not UTF-8": ({"content": b'\xff\xfe{"', "headers": {"content-type": "application/json"}},
+                  400, "not valid JSON"),
+    "deeply nested": ({"content": b"[" * 100_000 + b"]" * 100_000,
+                       "headers": {"content-type": "application/json"}}, 400, "nested|not valid"),
+    "text/plain": ({"content": b"1 2 3", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
+    "no content type": ({"content": b"1 2 3"}, 415, "unsupported content type"),
+    "bad top_k": ({"json": {"pixels": GOOD}, "params": {"top_k": 0}}, 422, "top_k"),
+    "bad features flag": ({"json": {"pixels": GOOD}, "params": {"features": "maybe"}}, 422, "features"),
+    "over 2 MB": ({"content": b"\x00" * (LIMIT + 1), "headers": {"content-type": "image/png"}},
+                  413, "2,097,153 bytes is over the 2,097,152-byte limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_4xx_json_error(client, case):
+    kwargs, status, pattern = BAD[case]
+    assert_error(client.post("/api/predict", **kwargs), status, pattern)
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert_error(client.get("/api/nope"), 404, "not found")
+    assert_error(client.get("/api/predict"), 405, "method not allowed")
+    assert client.get("/healthz").status_code == 200  # and the server is still fine
+
+
+# ----------------------------------------------------------------------------- the size limit
+
+
+def run_asgi(app, headers: list, chunks: list[bytes]) -> tuple[int, dict, int]:
+    """Drive an ASGI app by hand: ``(status, json body, chunks the app pulled)``."""
+    pulled, sent = 0, []
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        if pulled > len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"",
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body), pulled
+
+
+def test_declared_oversize_is_refused_without_reading(predictor):
+    app = create_app(predictor)
+    headers = [(b"content-type", b"image/png"), (b"content-length", str(10 * LIMIT).encode())]
+    status, body, pulled = run_asgi(app, headers, [b"x" * 65536] * 320)
+    assert (status, pulled) == (413, 0), body
+    status, body, pulled = run_asgi(app, [(b"content-type", b"image/png"), (b"content-length", b"-5")], [b""])
+    assert (status, pulled) == (400, 0) and "Content-Length" in body["error"]
+
+
+def test_streamed_oversize_stops_at_the_limit(predictor):
+    """Chunked (no Content-Length) or lying about it: counted as it arrives, cut off early."""
+    app = create_app(predictor, max_body_bytes=100_000)
+    chunks = [b"x" * 10_000] * 1000  # 10 MB on offer
+    for headers in ([(b"content-type", b"image/png")],
+                    [(b"content-type", b"image/png"), (b"content-length", b"50")]):
+        status, body, pulled = run_asgi(app, headers, chunks)
+        assert status == 413 and "stopped reading at 110,000 bytes" in body["error"], body
+        assert pulled == 11
+
+
+def test_body_size_limit_passes_small_bodies_untouched():
+    seen = []
+
+    async def echo(scope, receive, send):
+        msg = await receive()
+        seen.append(msg["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    status, _, _ = run_asgi(BodySizeLimit(echo, max_bytes=10), [(b"content-length", b"10")], [b"0123456789"])
+    assert status == 200 and seen == [b"0123456789"]
+
+
+# ----------------------------------------------------------------------------- page and docs
+
+
+def test_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    html = r.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/app.js" in assets and "/static/style.css" in assets
+    texts = [html]
+    for a in assets:
+        assert not re.match(r"(https?:)?//", a), f"external asset {a}"
+        if a.startswith("/static/"):
+            asset = client.get(a)
+            assert asset.status_code == 200, a
+            texts.append(asset.text)
+    for text in texts:  # no CDN, no web fonts, no absolute URLs at all
+        assert not re.search(r"https?://|@import|@font-face|url\(", text), text[:200]
+    for needed in ('id="pad"', 'id="undo"', 'id="clear"', '<label for="model">', 'name="viewport"'):
+        assert needed in html
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/api/predict"]["post"]
+    assert {"multipart/form-data", "application/json"} <= set(post["requestBody"]["content"])
+    assert {"/api/models", "/healthz"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
