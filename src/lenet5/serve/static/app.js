@@ -1,0 +1,253 @@
+// Draw-a-digit page: pointer strokes on a canvas, sent as a PNG to /api/predict (the same
+// load_image + preprocess path as `lenet5 predict`), the answer drawn back: label, a bar per
+// class, the 28x28 input as the model saw it, and the C1 / C3 feature maps.
+"use strict";
+
+(() => {
+  const STROKE_PX = 18; // on the 280-px pad: about 2 px once preprocessing fits the digit in 20 px
+  const DEBOUNCE_MS = 150; // while drawing; lifting the pen asks at once
+
+  const $ = (id) => document.getElementById(id);
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  const undoBtn = $("undo");
+  const clearBtn = $("clear");
+  const modelSel = $("model");
+  const out = $("prediction");
+  const confidence = $("confidence");
+  const status = $("status");
+  const bars = [];
+
+  let strokes = []; // each a list of [x, y] in pad pixels
+  let active = null; // {id, points} while a pointer is down
+  let timer = null;
+  let seq = 0; // the latest request; older answers are dropped
+
+  // ---- drawing -------------------------------------------------------------------------
+  function paint() {
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    ctx.strokeStyle = ctx.fillStyle = "#000";
+    ctx.lineWidth = STROKE_PX;
+    ctx.lineCap = ctx.lineJoin = "round";
+    for (const pts of strokes) {
+      if (pts.length === 1) {
+        ctx.beginPath();
+        ctx.arc(pts[0][0], pts[0][1], STROKE_PX / 2, 0, 2 * Math.PI);
+        ctx.fill();
+        continue;
+      }
+      ctx.beginPath();
+      ctx.moveTo(pts[0][0], pts[0][1]);
+      for (const [x, y] of pts.slice(1)) ctx.lineTo(x, y);
+      ctx.stroke();
+    }
+  }
+
+  function padPoint(e) {
+    const r = pad.getBoundingClientRect();
+    return [(e.clientX - r.left) * (pad.width / r.width), (e.clientY - r.top) * (pad.height / r.height)];
+  }
+
+  pad.addEventListener("pointerdown", (e) => {
+    if (active || (e.pointerType === "mouse" && e.button !== 0)) return;
+    e.preventDefault();
+    pad.setPointerCapture(e.pointerId);
+    active = { id: e.pointerId, points: [padPoint(e)] };
+    strokes.push(active.points);
+    paint();
+    changed(DEBOUNCE_MS);
+  });
+
+  pad.addEventListener("pointermove", (e) => {
+    if (!active || e.pointerId !== active.id) return;
+    const events = (e.getCoalescedEvents && e.getCoalescedEvents()) || [];
+    for (const ev of events.length ? events : [e]) active.points.push(padPoint(ev));
+    paint();
+    changed(DEBOUNCE_MS);
+  });
+
+  function endStroke(e) {
+    if (!active || e.pointerId !== active.id) return;
+    active = null;
+    changed(0);
+  }
+  pad.addEventListener("pointerup", endStroke);
+  pad.addEventListener("pointercancel", endStroke);
+  pad.addEventListener("lostpointercapture", endStroke);
+
+  function undo() {
+    if (active || !strokes.length) return;
+    strokes.pop();
+    paint();
+    changed(0);
+  }
+
+  function clear() {
+    active = null;
+    strokes = [];
+    paint();
+    changed(0);
+  }
+
+  undoBtn.addEventListener("click", undo);
+  clearBtn.addEventListener("click", clear);
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && !e.shiftKey && e.key.toLowerCase() === "z") {
+      e.preventDefault();
+      undo();
+    } else if (e.key === "Escape") {
+      clear();
+    }
+  });
+  modelSel.addEventListener("change", () => changed(0));
+
+  // ---- asking the server ---------------------------------------------------------------
+  // body[data-state]: idle (nothing drawn), pending (an answer is due), done, error.
+  function changed(delay) {
+    undoBtn.disabled = clearBtn.disabled = strokes.length === 0;
+    clearTimeout(timer);
+    timer = null;
+    if (!strokes.length) {
+      seq++; // anything in flight is now stale
+      reset();
+      return;
+    }
+    document.body.dataset.state = "pending";
+    timer = setTimeout(predict, delay);
+  }
+
+  async function predict() {
+    timer = null;
+    const mine = ++seq;
+    const settled = () => mine === seq && timer === null;
+    try {
+      const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+      const form = new FormData();
+      form.append("image", png, "digit.png");
+      const query = new URLSearchParams({ features: "1", top_k: "3" });
+      if (modelSel.value) query.set("model", modelSel.value);
+      const res = await fetch(`/api/predict?${query}`, { method: "POST", body: form });
+      const data = await res.json();
+      if (!settled()) return;
+      if (res.ok) show(data);
+      else showError(data.error || `error ${res.status}`);
+    } catch (err) {
+      if (settled()) showError(`no answer from the server (${err.message})`);
+    }
+  }
+
+  // ---- showing the answer --------------------------------------------------------------
+  function show(d) {
+    out.textContent = String(d.label);
+    out.dataset.label = String(d.label);
+    const p = d.probs[d.label];
+    confidence.textContent = `${(100 * p).toFixed(1)}% sure (${d.model}, ${d.latency_ms.toFixed(1)} ms)`;
+    status.textContent = "";
+    d.probs.forEach((q, i) => setBar(i, q, i === d.label));
+    drawGray($("input28"), d.input, 0, 1);
+    drawMaps($("c1"), d.features.C1);
+    drawMaps($("c3"), d.features.C3);
+    document.body.dataset.state = "done";
+  }
+
+  function showError(message) {
+    out.textContent = "?";
+    out.dataset.label = "";
+    confidence.textContent = "";
+    status.textContent = message;
+    bars.forEach((_, i) => setBar(i, 0, false));
+    document.body.dataset.state = "error";
+  }
+
+  function reset() {
+    out.textContent = "–";
+    out.dataset.label = "";
+    confidence.textContent = "Draw a digit to start.";
+    status.textContent = "";
+    bars.forEach((_, i) => setBar(i, 0, false));
+    const c = $("input28").getContext("2d");
+    c.fillStyle = "#000";
+    c.fillRect(0, 0, 28, 28);
+    $("c1").replaceChildren();
+    $("c3").replaceChildren();
+    document.body.dataset.state = "idle";
+  }
+
+  function makeBars() {
+    const list = $("bars");
+    for (let i = 0; i < 10; i++) {
+      const li = document.createElement("li");
+      li.innerHTML = `<span class="digit">${i}</span><span class="track" aria-hidden="true">` +
+        `<span class="fill"></span></span><span class="pct">0%</span>`;
+      list.append(li);
+      bars.push(li);
+    }
+  }
+
+  function setBar(i, p, top) {
+    const li = bars[i];
+    const pct = `${(100 * p).toFixed(1)}%`;
+    li.querySelector(".fill").style.width = pct;
+    li.querySelector(".pct").textContent = pct;
+    li.classList.toggle("top", top);
+    li.setAttribute("aria-label", `${i}: ${pct}`);
+  }
+
+  // A 2-D array as gray levels, lo -> black and hi -> white.
+  function drawGray(canvas, rows, lo, hi) {
+    const h = rows.length;
+    const w = rows[0].length;
+    canvas.width = w;
+    canvas.height = h;
+    const c = canvas.getContext("2d");
+    const img = c.createImageData(w, h);
+    const span = hi - lo || 1;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const v = Math.round(255 * Math.min(1, Math.max(0, (rows[y][x] - lo) / span)));
+        const k = 4 * (y * w + x);
+        img.data[k] = img.data[k + 1] = img.data[k + 2] = v;
+        img.data[k + 3] = 255;
+      }
+    }
+    c.putImageData(img, 0, 0);
+  }
+
+  // One layer's maps on a shared scale, so a weak map looks weak.
+  function drawMaps(box, maps) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const m of maps) for (const row of m) for (const v of row) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+    const canvases = maps.map((m, i) => {
+      const c = box.children[i] || document.createElement("canvas");
+      c.className = "pixelated";
+      drawGray(c, m, lo, hi);
+      return c;
+    });
+    box.replaceChildren(...canvases);
+  }
+
+  async function loadModels() {
+    try {
+      const res = await fetch("/api/models");
+      const models = await res.json();
+      for (const m of models) {
+        const arch = m.architecture && m.architecture !== m.name ? ` (${m.architecture})` : "";
+        const opt = new Option(`${m.name}${arch}`, m.name);
+        opt.selected = m.default;
+        modelSel.append(opt);
+      }
+    } catch (err) {
+      status.textContent = `could not list the models (${err.message})`;
+    }
+  }
+
+  makeBars();
+  paint();
+  reset();
+  loadModels();
+})();
