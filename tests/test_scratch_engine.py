@@ -75,3 +75,81 @@ def test_threads_setting_limits_numpy_blas_and_torch(data_root, tmp_path, monkey
         after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
     assert seen and all(blas and set(blas) == {1} and n == 1 for blas, n in seen), seen
     assert set(after) == {2} and torch.get_num_threads() == 2
+
+
+# ---------------------------------------------------------------- optimiser state interchange
+
+
+def engine_for(data_root, engine: str, model: str, model_args: dict, **kw):
+    from lenet5.models import make_config
+    from lenet5.train import make_engine
+
+    cfg = cfg_for(data_root, None, engine=engine, model=model, model_args=model_args,
+                  batch_size=32, **kw)
+    torch.manual_seed(cfg.seed)
+    return make_engine(cfg, make_config(model, model_args).to_dict(), torch.device("cpu"),
+                       ddp=False)
+
+
+def first_batches(data_root, model: str, n: int = 64):
+    from lenet5.data import load_split
+    from lenet5.loader import TensorLoader
+    from lenet5.models import get_entry
+    from lenet5.transforms import Normalization, to_unit
+
+    images, labels = load_split("mnist", "train", data_root, download=False)
+    norm = Normalization.make(get_entry(model).normalization)
+    loader = TensorLoader(to_unit(images[:n]), torch.as_tensor(labels[:n].astype(np.int64)), 32,
+                          norm)
+    return loader, list(loader)
+
+
+INTERCHANGE = [
+    ("lenet5-1998", {}, dict(optimizer="adam", lr=1e-3)),
+    ("lenet5-1998", {}, dict(optimizer="adamw", lr=1e-3, weight_decay=1e-2)),
+    ("lenet5-1998", {}, dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
+                             weight_decay=1e-3)),
+    ("lenet5-1998", {}, dict(optimizer="sdlm", lr=5e-4, sdlm_samples=64)),
+    ("lenet5-modern", {"batchnorm": True}, dict(optimizer="adam", lr=1e-3)),
+]
+
+
+@pytest.mark.parametrize("first, second", [("torch", "numpy"), ("numpy", "torch")])
+@pytest.mark.parametrize("model, model_args, opt", INTERCHANGE,
+                         ids=[f"{m}-{o['optimizer']}" for m, _, o in INTERCHANGE])
+def test_optimizer_state_resumes_in_the_other_engine(data_root, tmp_path, first, second, model,
+                                                     model_args, opt):
+    """One step in ``first``, checkpoint, one more step in ``second`` == two steps in ``first``.
+
+    The second step uses the saved momentum buffer / Adam moments and step count / SDLM
+    curvature, so a wrong name, layout or count shows as a different second step. float32,
+    weights within 1e-5 of the largest weight of the tensor.
+    """
+    loader, (b1, b2) = first_batches(data_root, model)
+    ref = engine_for(data_root, first, model, model_args, **opt)
+    ref.begin_epoch(0, loader)  # SDLM: h_kk on the first 64 patterns
+    ref.train_step(*b1)
+    opt_tensors, opt_meta = ref.optimizer_state()
+    path = ckpt.save_checkpoint(tmp_path, ref.state_dict(), {"optimizer": opt_meta}, opt_tensors)
+    state, saved_opt, meta = ckpt.read_checkpoint(path)
+
+    other = engine_for(data_root, second, model, model_args, **opt)
+    other.load_state_dict(state)
+    other.load_optimizer_state(saved_opt, meta["optimizer"])  # no begin_epoch: mid-pass resume
+    other.train_step(*b2)
+    ref.train_step(*b2)
+
+    want, got = ref.state_dict(), other.state_dict()
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        v, g = np.asarray(v, np.float64), np.asarray(got[k], np.float64)
+        assert np.abs(g - v).max() <= 1e-5 * max(1.0, np.abs(v).max()), k
+    (want_t, want_m), (got_t, got_m) = ref.optimizer_state(), other.optimizer_state()
+    assert sorted(got_t) == sorted(want_t) and got_t
+    assert {**got_m, "lr": 0} == {**want_m, "lr": 0} and got_m["steps"] == 2
+    assert got_m["lr"] == pytest.approx(want_m["lr"])
+    # The buffers hold gradients, which through batch-norm agree only to ~1e-4 in float32;
+    # a wrong name or layout would be off by the buffers' own size.
+    for k, v in want_t.items():
+        v, g = np.asarray(v, np.float64), np.asarray(got_t[k], np.float64)
+        assert np.abs(g - v).max() <= 1e-3 * max(np.abs(v).max(), 1e-12), k

@@ -68,9 +68,12 @@ def versions() -> dict[str, str]:
 
 
 def to_numpy(value: Any) -> np.ndarray:
+    """A contiguous array of the same shape; 0-d stays 0-d (``num_batches_tracked``), which
+    ``np.ascontiguousarray`` alone would turn into shape (1,)."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(value)
+    value = np.asarray(value)
+    return value if value.ndim == 0 else np.ascontiguousarray(value)
 
 
 def save_checkpoint(

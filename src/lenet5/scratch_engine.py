@@ -3,8 +3,9 @@
 It implements the methods of :class:`lenet5.train.TorchEngine` on top of :mod:`lenet5.scratch`,
 so the data pipeline (batches arrive as torch tensors and leave as NumPy arrays), the
 learning-rate schedules, metrics and checkpoints are shared. The checkpoint's weights use the
-torch names and layouts, so either engine (or ``lenet5.checkpoint.load_model``) can read them;
-the optimiser state is the NumPy optimiser's own and resumes only a NumPy run.
+torch names and layouts, so either engine (or ``lenet5.checkpoint.load_model``) can read them,
+and the optimiser state uses the layout of :mod:`lenet5.optim_state`, so a run started by
+either engine resumes in the other.
 """
 
 from __future__ import annotations

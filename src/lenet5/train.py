@@ -29,6 +29,7 @@ from .loader import TensorLoader
 from .losses import make_loss
 from .models import create_model, get_entry
 from .optim import estimate_curvature, lr_at, make_optimizer
+from .optim_state import load_torch_optimizer_state, torch_optimizer_state
 from .transforms import Distortion, Normalization, to_unit
 
 
@@ -65,6 +66,7 @@ class TorchEngine:
         self.optimizer = make_optimizer(cfg.optimizer, self.module.parameters(), cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
         self.amp = cfg.amp
+        self.steps = 0  # optimiser updates so far (Adam's bias correction, in checkpoints)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -93,6 +95,7 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         (loss * self.rank_weight(y.shape[0]) if self.ddp else loss).backward()
         self.optimizer.step()
+        self.steps += 1
         errors = (self.module.scores(out.detach()).argmax(1) != y).sum()
         return loss.detach() * y.shape[0], errors
 
@@ -121,33 +124,12 @@ class TorchEngine:
         self.module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
 
     def optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        return flatten_optimizer_state(self.optimizer.state_dict())
+        """In the layout the NumPy engine reads too (:mod:`lenet5.optim_state`)."""
+        return torch_optimizer_state(self.optimizer, self.module, self.cfg.optimizer, self.steps)
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta))
-
-
-def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """torch optimizer state_dict -> (tensors for safetensors, JSON for the rest). No pickle."""
-    tensors, scalars = {}, {}
-    for idx, entries in sd["state"].items():
-        for k, v in entries.items():
-            if torch.is_tensor(v):
-                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def unflatten_optimizer_state(tensors: dict[str, np.ndarray], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        idx, k = key.split(".", 1)
-        state.setdefault(int(idx), {})[k] = torch.from_numpy(np.array(v))
-    for key, v in meta.get("scalars", {}).items():
-        idx, k = key.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
+        self.steps = load_torch_optimizer_state(self.optimizer, self.module, self.cfg.optimizer,
+                                                tensors, meta)
 
 
 def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device, ddp: bool):

@@ -72,13 +72,17 @@ class Model:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy values in place; keys and shapes must match exactly."""
+        """Copy values in place; keys and shapes must match exactly, except that a one-element
+        array fills a 0-d buffer (older checkpoints stored ``num_batches_tracked`` as (1,),
+        which torch's ``load_state_dict`` accepts too)."""
         own = {**self._named("params"), **self._named("buffers")}
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
             raise KeyError(f"{self.name}: missing {missing}, unexpected {unexpected}")
         for k, v in state.items():
             v = np.asarray(v)
+            if own[k].ndim == 0 and v.shape == (1,):
+                v = v.reshape(())
             if v.shape != own[k].shape:
                 raise ValueError(f"{k}: shape {v.shape}, expected {own[k].shape}")
             own[k][...] = v

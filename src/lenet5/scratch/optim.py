@@ -42,7 +42,8 @@ class Optimizer:
 
     def load_state_dict(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
         if meta.get("type") != self.kind:
-            raise ValueError(f"optimizer state of {meta.get('type')!r}, not {self.kind!r}")
+            raise ValueError(f"checkpoint holds {meta.get('type')!r} optimizer state, "
+                             f"not {self.kind!r}")
         self.lr, self.steps = meta["lr"], meta["steps"]
         for key, value in tensors.items():
             name, buf = key.rsplit(".", 1)
