@@ -8,8 +8,9 @@ Routes:
   feature maps (the page draws them, like LeCun's 1993 demo);
 - ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs``.
 
-Models are loaded once, before the app is made (:func:`create_app` takes them ready). Each
-prediction runs in the thread pool so the event loop keeps accepting connections.
+Models are loaded once, before the app is made (:func:`create_app` takes them ready and runs
+each once to warm it up). Each prediction runs in the thread pool so the event loop keeps
+accepting connections.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     dict; the first is the default)."""
     models = by_name(predictors)
     default = next(iter(models))
+    for p in models.values():  # the first real request should not pay for torch's warm-up
+        p.features(np.zeros((28, 28), np.float32))
+        p.predict(np.zeros((28, 28), np.float32))
     app = FastAPI(title="lenet5: draw a digit", version=__version__,
                   description="LeNet-5 reads a handwritten digit. Errors are 4xx JSON "
                               f"`{{\"error\": ..., \"status\": ...}}`; bodies over "

@@ -122,9 +122,8 @@
     const mine = ++seq;
     const settled = () => mine === seq && timer === null;
     try {
-      const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
       const form = new FormData();
-      form.append("image", png, "digit.png");
+      form.append("image", padPng(), "digit.png");
       const query = new URLSearchParams({ features: "1", top_k: "3" });
       if (modelSel.value) query.set("model", modelSel.value);
       const res = await fetch(`/api/predict?${query}`, { method: "POST", body: form });
@@ -135,6 +134,15 @@
     } catch (err) {
       if (settled()) showError(`no answer from the server (${err.message})`);
     }
+  }
+
+  // The pad as a PNG file. toDataURL encodes at once; Chromium's toBlob may wait up to a second
+  // for an idle period before encoding.
+  function padPng() {
+    const bytes = atob(pad.toDataURL("image/png").split(",", 2)[1]);
+    const buf = new Uint8Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) buf[i] = bytes.charCodeAt(i);
+    return new Blob([buf], { type: "image/png" });
   }
 
   // ---- showing the answer --------------------------------------------------------------

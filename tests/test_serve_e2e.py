@@ -1,0 +1,190 @@
+"""End to end: the real ``lenet5 serve`` on a free 127.0.0.1 port, and the page driven in a real
+headless Chromium (Debian's ``chromium``) with mouse and touch strokes.
+
+Screenshots go to ``test-artifacts/serve/`` (git-ignored); ``docs/web-demo.png`` is one of them.
+In CI a missing browser is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serve_support import ServerProcess, demo_checkpoint
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "serve"
+
+# Strokes in pad coordinates (0..1 across, 0..1 down), drawn as a person would.
+DIGITS = {
+    "1": [[(0.52, 0.15), (0.48, 0.85)]],
+    "0": [[(0.5 + 0.22 * math.sin(2 * math.pi * t / 36), 0.5 - 0.33 * math.cos(2 * math.pi * t / 36))
+           for t in range(37)]],
+    "7": [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]],
+}
+SEVEN_IN_TWO = [[(0.25, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.42, 0.85)]]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, data_root):
+    ckpt = demo_checkpoint(tmp_path_factory.getbasetemp(), data_root)
+    with ServerProcess(ckpt, tmp_path_factory.mktemp("serve") / "server.log") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        why = f"{CHROMIUM} not found (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: CI must run the browser test")
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM))
+        yield b
+        b.close()
+
+
+def watch(page, base_url: str) -> dict:
+    """Collect what must not happen: console errors, page errors, requests to other origins."""
+    seen = {"errors": [], "foreign": []}
+    page.on("console", lambda m: m.type == "error" and seen["errors"].append(m.text))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("request", lambda r: r.url.startswith(base_url) or seen["foreign"].append(r.url))
+    return seen
+
+
+def draw_with_mouse(page, strokes) -> None:
+    box = page.locator("#pad").bounding_box()
+    for pts in strokes:
+        (x, y), rest = pts[0], pts[1:]
+        steps = 6 if len(rest) < 4 else 1  # intermediate moves along long straight segments
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=steps)
+        page.mouse.up()
+
+
+def draw_with_touch(page, strokes) -> None:
+    """Real touch events through the DevTools protocol (Playwright's touchscreen only taps)."""
+    box = page.locator("#pad").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+    for pts in strokes:
+        for i, (x, y) in enumerate(pts):
+            point = {"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]}
+            if i == 0:
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [point]})
+                continue
+            (x0, y0) = pts[i - 1]
+            for k in range(1, 6):  # in small steps, like a finger
+                f = k / 5
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{
+                    "x": box["x"] + (x0 + f * (x - x0)) * box["width"],
+                    "y": box["y"] + (y0 + f * (y - y0)) * box["height"]}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+
+
+def settled(page) -> str:
+    """Wait for the answer to the latest drawing; the page's state: done, error or idle."""
+    page.wait_for_selector("body:not([data-state=pending])", state="attached", timeout=15_000)
+    return page.locator("body").get_attribute("data-state")
+
+
+def shown_label(page) -> str:
+    assert settled(page) == "done", page.locator("#status").text_content()
+    return page.locator("#prediction").text_content()
+
+
+@pytest.mark.slow
+def test_real_server_answers_oversize_before_the_body_arrives(server):
+    """Content-Length says 3 MB, 10 bytes are sent: the 413 comes at once, body unread."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: 3000000\r\n\r\n0123456789")
+        t0, reply = time.monotonic(), b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply
+    assert b"over the 2,097,152-byte limit" in reply and time.monotonic() - t0 < 5
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_draw_digits_with_a_mouse(server, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    seen = watch(page, server.url)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("#model").input_value() == "serve-model"
+    assert page.locator("#clear").is_disabled() and page.locator("#undo").is_disabled()
+
+    for digit, strokes in DIGITS.items():
+        page.keyboard.press("Escape")  # clears the pad
+        assert settled(page) == "idle"
+        draw_with_mouse(page, strokes)
+        assert shown_label(page) == digit, f"drew a {digit}"
+        assert page.locator("#bars li.top .digit").all_text_contents() == [digit]
+        assert page.locator("#c1 canvas").count() == 6 and page.locator("#c3 canvas").count() == 16
+        # The 28x28 input as the model saw it has ink in it.
+        ink = page.locator("#input28").evaluate(
+            "c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)"
+            ".filter((v, i) => i % 4 === 0 && v > 128).length")
+        assert 20 < ink < 400, ink
+        page.screenshot(path=str(ARTIFACTS / f"digit-{digit}.png"))
+
+    # Clear, with the keyboard: focus the button and press Enter.
+    page.focus("#clear")
+    page.keyboard.press("Enter")
+    assert settled(page) == "idle"
+    assert page.locator("#prediction").text_content() == "–"
+    assert page.locator("#bars li.top").count() == 0 and page.locator("#c1 canvas").count() == 0
+    assert page.locator("#clear").is_disabled()
+    blank = page.locator("#pad").evaluate(
+        "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).every(v => v === 255)")
+    assert blank
+
+    # Undo takes strokes back one at a time: a 7 in two strokes, then nothing.
+    draw_with_mouse(page, SEVEN_IN_TWO)
+    assert shown_label(page) == "7"
+    page.click("#undo")
+    assert settled(page) == "done"  # the top bar alone is still a drawing
+    page.keyboard.press("Control+z")
+    assert settled(page) == "idle" and page.locator("#undo").is_disabled()
+
+    assert seen == {"errors": [], "foreign": []}
+    page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_draw_with_a_finger_on_a_phone(server, browser):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                              is_mobile=True, has_touch=True)
+    page = ctx.new_page()
+    seen = watch(page, server.url)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    draw_with_touch(page, DIGITS["1"])
+    assert shown_label(page) == "1"
+    # Nothing sticks out sideways; the pad and buttons fit the screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.locator("#pad").bounding_box()["width"] <= 390
+    assert page.locator("#clear").bounding_box()["height"] >= 44  # a finger-sized target
+    page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
+    assert seen == {"errors": [], "foreign": []}
+    ctx.close()
