@@ -1,0 +1,95 @@
+"""``lenet5 viz KIND``: one picture (PNG or SVG) of a model, a run or a digit."""
+
+from __future__ import annotations
+
+from ..predict import PredictError, load_image, preprocess
+
+KINDS = {
+    "features": "every layer's feature maps for one image (IMAGE, or --test-index N)",
+    "kernels": "the learned C1 kernels",
+    "prototypes": "the RBF output's fixed 7x12 prototype bitmaps (Fig. 3)",
+    "curves": "training and test error by epoch (the paper's Fig. 5 overlaid for lenet5-1998)",
+    "confusion": "confusion-matrix heatmap on the test set",
+    "errors": "gallery of misclassified test digits",
+    "classes": "per-class test accuracy bars",
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("viz", help="plots: feature maps, kernels, curves, confusion, errors (PNG/SVG)")
+    p.add_argument("kind", choices=list(KINDS), help="; ".join(f"{k}: {v}" for k, v in KINDS.items()))
+    p.add_argument("image", nargs="?", help="image file (features only)")
+    p.add_argument("--checkpoint", help="run directory or .safetensors file (default: bundled weights)")
+    p.add_argument("--model", help="bundled model name")
+    p.add_argument("--test-index", type=int, help="features: use this test-set digit instead of IMAGE")
+    p.add_argument("--data-dir")
+    p.add_argument("--limit", type=int, help="confusion/errors/classes: first N test images only")
+    p.add_argument("--max", type=int, default=60, help="errors: at most this many digits")
+    p.add_argument("--out", help="output .png or .svg (default KIND.png)")
+    p.set_defaults(func=cmd_viz)
+
+
+def cmd_viz(args) -> int:
+    from .. import viz  # matplotlib loads only when a picture is drawn
+
+    out = args.out or f"{args.kind}.png"
+    fig = make_figure(args)
+    print(viz.save(fig, out))
+    return 0
+
+
+def make_figure(args):
+    from .. import viz
+    from ..predict import resolve_predictor
+
+    if args.kind == "prototypes":
+        from ..models.bitmaps import rbf_prototypes
+
+        return viz.prototypes(rbf_prototypes().numpy())
+    if args.kind == "curves":
+        from ..report import load_source
+
+        predictor, history, _, _ = load_source(args.checkpoint or args.model or _default_bundled())
+        return viz.training_curves(history, predictor.meta["model"], "")
+    predictor = resolve_predictor(args.checkpoint, args.model)
+    if args.kind == "kernels":
+        from ..report import c1_kernels
+
+        return viz.kernels(c1_kernels(predictor.model), f"{predictor.name}: C1 kernels")
+    if args.kind == "features":
+        x, label = feature_input(args)
+        res = predictor.predict(x)[0]
+        title = f"{label}: predicted {res['label']} ({max(res['probs']) * 100:.1f}%) by {predictor.name}"
+        return viz.feature_maps(predictor.features(x), x, res["probs"], title)
+    from ..evaluate import classification_metrics
+    from ..report import split_predictions
+
+    p = split_predictions(predictor, args.data_dir, "test", args.limit)
+    if args.kind == "errors":
+        return viz.error_gallery(p["images"], p["labels"], p["preds"], p["confidence"],
+                                 predictor.classes, max_n=args.max,
+                                 title=f"{predictor.name} misclassified")
+    m = classification_metrics(p["labels"], p["preds"], predictor.classes)
+    if args.kind == "confusion":
+        return viz.confusion_heatmap(m["confusion_matrix"], predictor.classes, f"{predictor.name}")
+    return viz.per_class_bars(m["per_class_accuracy"], f"{predictor.name} per-class accuracy")
+
+
+def feature_input(args):
+    if args.test_index is not None:
+        from ..data import load_split
+
+        images, labels = load_split("mnist", "test", args.data_dir)
+        if not 0 <= args.test_index < len(images):
+            raise ValueError(f"--test-index must be in [0, {len(images)})")
+        return images[args.test_index].astype("float32") / 255, \
+            f"test digit {args.test_index} (label {labels[args.test_index]})"
+    if not args.image:
+        raise PredictError("viz features needs an IMAGE or --test-index N")
+    return preprocess(load_image(args.image)), args.image
+
+
+def _default_bundled() -> str:
+    from ..weights import default_name
+
+    return default_name()
