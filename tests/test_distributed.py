@@ -100,6 +100,27 @@ def test_ddp_uneven_last_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_batchnorm_uses_global_batch_statistics(tmp_path):
+    """Batch-norm under DDP: 2 ranks x 16 == 1 process x 32, weights and running statistics.
+
+    Each rank's layers normalise with the statistics of the whole global batch (synchronised
+    batch-norm), so the steps are the one-process steps; with per-rank statistics they differ
+    at the first step. 488 = 15 x 32 + 8 also covers a last batch that rank 1 has no part of.
+    tanh and average pooling rather than ReLU and max: with ReLU and max-pool this run's path
+    forks on rounding alone (one process with 1 or 2 threads ends 0.14 apart after 15 steps,
+    the 2-rank run 2e-6 from the 2-thread one), which would hide what is tested here.
+    Measured: 1.1e-6 apart after 16 steps.
+    """
+    cfg = {**SGD, "model_args": {"batchnorm": True, "activation": "tanh", "pool": "avg"},
+           "limit_train": 488}
+    ddp = run_train(tmp_path, config(tmp_path / "ddp", **cfg, batch_size=16), nproc=2)
+    single = run_train(tmp_path, config(tmp_path / "one", **cfg, batch_size=32), nproc=1)
+    assert_same_weights(ddp, single, atol=1e-5)
+    state, _, _ = read_checkpoint(ddp)
+    assert int(state["c1.1.num_batches_tracked"]) == 16
+
+
+@pytest.mark.slow
 def test_ddp_resume(ddp_sgd, tmp_path):
     """2 epochs straight == 1 epoch, then --resume to 2 epochs (both 2 ranks): bit for bit."""
     straight = run_train(tmp_path, config(tmp_path / "straight", **{**SGD, "epochs": 2},

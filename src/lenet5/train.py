@@ -45,6 +45,11 @@ class TorchEngine:
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, device: torch.device, ddp: bool):
         self.cfg, self.device = cfg, device
+        if ddp:  # batch-norm statistics over the global batch, as in one process
+            from .distributed import has_batchnorm, sync_batchnorm
+
+            if has_batchnorm(model):
+                model = sync_batchnorm(model, device)
         self.model = model.to(device)
         self.module = model  # the unwrapped module: what checkpoints hold
         if ddp:
