@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lenet5.cli import main
 from lenet5.data import load_split
@@ -97,6 +97,21 @@ def test_center_of_mass_paste_moves_mass_to_centre():
     ys = np.arange(28)
     assert (out.sum(1) @ ys) / out.sum() == pytest.approx(14.0, abs=0.5)
     assert out.sum() == pytest.approx(patch.sum())
+
+
+@pytest.mark.parametrize("width", [2, 4, 40])
+def test_pen_drawings_fine_or_bold_on_a_large_page(predictor, width):
+    # A fine pen on a big page would shrink to a hairline at 20 px; it is thickened instead.
+    strokes = {1: [(400, 150), (400, 650)], 2: [(260, 250), (400, 180), (540, 250), (520, 380),
+                                                 (260, 650), (560, 650)],
+               4: [(450, 650), (450, 150), (250, 450), (550, 450)], 7: [(250, 200), (550, 200), (380, 650)]}
+    for label, pts in strokes.items():
+        img = Image.new("L", (800, 800), 255)
+        ImageDraw.Draw(img).line(pts, fill=0, width=width, joint="curve")
+        x = preprocess(img)
+        rows = np.nonzero(x.max(1) > 0.3)[0]
+        assert rows.max() - rows.min() + 1 >= 18  # the 20-px box
+        assert predictor.predict(x)[0]["label"] == label, (label, width)
 
 
 def test_light_and_dark_backgrounds_give_the_same_digit(mnist_test):
@@ -276,7 +291,7 @@ def test_rendered_digits_accuracy(predictor, mnist_test, tmp_path):
     # Real MNIST test digits handed over the way a user would: dark ink on a light, larger,
     # shaded and noisy page, off-centre and rescaled; a third saved as JPEG, a third grey PNG.
     rng = np.random.default_rng(1998)
-    idx = rng.choice(len(mnist_test[1]), 400, replace=False)
+    idx = rng.choice(len(mnist_test[1]), 300, replace=False)
     batch = []
     for n, i in enumerate(idx):
         page = render(mnist_test[0][i], rng)
