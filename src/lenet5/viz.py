@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100
 # Fig. 5 of the paper (docs/lenet5-1998.md): test error % after passes 1..9, then "about 0.95"
@@ -152,6 +153,7 @@ def training_curves(history: list[dict], model: str = "", title: str = "") -> Fi
                 label=f"paper: about {PAPER_PLATEAU}% to pass {PAPER_PASSES}")
         ax.plot([19], [PAPER_TRAIN_ERROR_19], "o", color="#7f7f7f", mfc="none",
                 label=f"paper training error, pass 19 ({PAPER_TRAIN_ERROR_19}%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training set iterations (epochs)")
     ax.set_ylabel("error rate (%)")
     ax.set_ylim(bottom=0)
