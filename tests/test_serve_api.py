@@ -7,20 +7,30 @@ import asyncio
 import io
 import json
 import re
+import time
 import zlib
 
+import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from lenet5.predict import Predictor, load_image, preprocess
 from lenet5.serve import create_app
-from lenet5.serve.errors import BodySizeLimit
+from lenet5.serve.errors import DRAIN_FACTOR, BodySizeLimit
 from lenet5.serve.inputs import MAX_IMAGE_PIXELS
 from tests.serve_support import as_photo_png, demo_checkpoint, mnist_test_digits
 
 LIMIT = 2 * 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(_torch_threads):
+    # As `lenet5 serve` runs: one intra-op thread. Batch-1 requests from the app's worker
+    # threads slow down ten-fold on a busy 2-core machine with two.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -222,8 +232,9 @@ def test_unknown_route_and_method_are_json(client):
 # ----------------------------------------------------------------------------- the size limit
 
 
-def run_asgi(app, headers: list, chunks: list[bytes]) -> tuple[int, dict, int]:
-    """Drive an ASGI app by hand: ``(status, json body, chunks the app pulled)``."""
+def run_asgi(app, headers: list, chunks: list[bytes], answer_headers: dict | None = None):
+    """Drive an ASGI app by hand: ``(status, json body, chunks the app pulled)``; the answer's
+    headers go into ``answer_headers``."""
     pulled, sent = 0, []
 
     async def receive():
@@ -240,16 +251,23 @@ def run_asgi(app, headers: list, chunks: list[bytes]) -> tuple[int, dict, int]:
              "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"",
              "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    status = start["status"]
+    if answer_headers is not None:
+        answer_headers.update((k.decode(), v.decode()) for k, v in start["headers"])
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return status, json.loads(body), pulled
 
 
 def test_declared_oversize_is_refused_without_reading(predictor):
     app = create_app(predictor)
-    headers = [(b"content-type", b"image/png"), (b"content-length", str(10 * LIMIT).encode())]
-    status, body, pulled = run_asgi(app, headers, [b"x" * 65536] * 320)
-    assert (status, pulled) == (413, 0), body
+    for size, close in ((LIMIT + 1, False), (DRAIN_FACTOR * LIMIT + 1, True)):
+        headers = [(b"content-type", b"image/png"), (b"content-length", str(size).encode())]
+        answer: dict = {}
+        status, body, pulled = run_asgi(app, headers, [b"x" * 65536] * 320, answer)
+        assert (status, pulled) == (413, 0), body
+        # Up to DRAIN_FACTOR x the limit the server may discard the rest and keep the connection.
+        assert (answer.get("connection") == "close") == close, answer
     status, body, pulled = run_asgi(app, [(b"content-type", b"image/png"), (b"content-length", b"-5")], [b""])
     assert (status, pulled) == (400, 0) and "Content-Length" in body["error"]
 
@@ -307,3 +325,45 @@ def test_openapi_documents_the_api(client):
     assert {"multipart/form-data", "application/json"} <= set(post["requestBody"]["content"])
     assert {"/api/models", "/healthz"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+class SlowFirstCall:
+    """A Predictor stand-in that records batch sizes; its first call dawdles so others queue."""
+
+    def __init__(self, predictor):
+        self.inner, self.name, self.meta, self.batches = predictor, "slow", predictor.meta, []
+
+    def predict(self, x, top_k=3):
+        self.batches.append(len(x) if np.ndim(x) == 3 else 1)
+        if len(self.batches) == 2:  # the first call after create_app's warm-up
+            time.sleep(0.3)
+        return self.inner.predict(x, top_k)
+
+    def features(self, x):
+        return self.inner.features(x)
+
+
+def test_concurrent_requests_share_a_forward_pass_with_the_same_answers(predictor, digits):
+    images = digits[0][:24]
+    slow = SlowFirstCall(predictor)
+    app = create_app(slow)
+
+    async def all_at_once():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await asyncio.gather(*(
+                http.post("/api/predict", params={"features": str(i % 2), "top_k": 1 + i % 4},
+                          json={"pixels": x.tolist()}) for i, x in enumerate(images)))
+
+    answers = [r.json() for r in asyncio.run(all_at_once())]
+    assert max(slow.batches[1:]) > 1 and sum(slow.batches[1:]) == len(images), slow.batches
+    for i, (x, a) in enumerate(zip(images, answers)):
+        alone = predictor.predict(x, top_k=1 + i % 4)[0]
+        assert a["label"] == alone["label"] and len(a["top_k"]) == 1 + i % 4
+        np.testing.assert_allclose(a["probs"], alone["probs"], rtol=1e-4, atol=1e-6)
+        assert (a["features"] is not None) == bool(i % 2)
+        if i % 2:
+            np.testing.assert_allclose(a["features"]["C3"], predictor.features(x)["C3"], atol=2e-3)

@@ -123,6 +123,17 @@ def test_real_server_answers_oversize_before_the_body_arrives(server):
 
 
 @pytest.mark.slow
+def test_real_server_client_sending_oversize_body_gets_its_413(server):
+    """A client that sends all 3 MB before reading still gets the 413 (no reset), and its
+    keep-alive connection goes on to serve the next request."""
+    with httpx.Client(base_url=server.url, limits=httpx.Limits(max_connections=1)) as http:
+        for _ in range(3):
+            r = http.post("/api/predict", content=b"\0" * 3_000_000, headers={"content-type": "image/png"})
+            assert r.status_code == 413 and "over the 2,097,152-byte limit" in r.json()["error"]
+            assert http.post("/api/predict", json={"pixels": [[0.5] * 28] * 28}).status_code == 200
+
+
+@pytest.mark.slow
 @pytest.mark.browser
 def test_draw_digits_with_a_mouse(server, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

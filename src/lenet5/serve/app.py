@@ -9,13 +9,15 @@ Routes:
 - ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs``.
 
 Models are loaded once, before the app is made (:func:`create_app` takes them ready and runs
-each once to warm it up). Each prediction runs in the thread pool so the event loop keeps
-accepting connections.
+each once to warm it up). Images are decoded and preprocessed in the thread pool, so the event
+loop keeps accepting connections; the model itself runs in one :class:`~.batching.Batcher`
+thread per model, which gives requests that arrive together one forward pass.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from .batching import Batcher
 from .errors import MAX_BODY_BYTES, APIError, BodySizeLimit, install_error_handlers
 from .inputs import model_input, read_payload
 
@@ -33,7 +36,6 @@ STATIC = Path(__file__).with_name("static")
 # The page loads nothing from elsewhere; the browser enforces it.
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'")
-SHOWN_FEATURES = ("C1", "C3")
 
 
 class PredictResponse(BaseModel):
@@ -80,7 +82,15 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     for p in models.values():  # the first real request should not pay for torch's warm-up
         p.features(np.zeros((28, 28), np.float32))
         p.predict(np.zeros((28, 28), np.float32))
-    app = FastAPI(title="lenet5: draw a digit", version=__version__,
+    batchers = {name: Batcher(p) for name, p in models.items()}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        for b in batchers.values():
+            b.close()
+
+    app = FastAPI(title="lenet5: draw a digit", version=__version__, lifespan=lifespan,
                   description="LeNet-5 reads a handwritten digit. Errors are 4xx JSON "
                               f"`{{\"error\": ..., \"status\": ...}}`; bodies over "
                               f"{max_body_bytes:,} bytes are refused (413).")
@@ -115,7 +125,8 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         name = payload.model or model or default
         if name not in models:
             raise APIError(422, f"unknown model {name!r}; loaded: {', '.join(models)}")
-        out = await run_in_threadpool(run_model, models[name], payload, features, top_k)
+        x28 = await run_in_threadpool(model_input, payload)  # decode + preprocess: CPU work
+        out = await batchers[name](x28, top_k, features)
         out.update(model=name, latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
         return out
 
@@ -145,33 +156,3 @@ def describe(name: str, p, default: bool) -> dict:
     err = metrics.get("test_error") if isinstance(metrics, dict) else None
     return {"name": name, "default": default, "architecture": meta.get("model"),
             "dataset": meta.get("dataset"), "test_error": err}
-
-
-def run_model(predictor, payload, features: bool, top_k: int) -> dict:
-    """Decode, preprocess and predict: the CPU work of one request, run off the event loop."""
-    x = model_input(payload)  # (28, 28) float32
-    out = jsonable(predictor.predict(x, top_k=top_k)[0])
-    if features:
-        maps = predictor.features(x)
-        out["input"] = np.round(x, 3).tolist()
-        out["features"] = {k: np.round(squeeze(maps[k]), 3).tolist() for k in SHOWN_FEATURES}
-    return out
-
-
-def squeeze(a) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    while a.ndim > 3 and a.shape[0] == 1:  # (1, C, H, W) -> (C, H, W)
-        a = a[0]
-    return a
-
-
-def jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v

@@ -5,10 +5,16 @@ route, bad query value) is answered with a 4xx JSON body that says what was wron
 in the server gives a 5xx.
 
 The body-size limit is enforced before a body is read whole, by a pure ASGI middleware: a
-``Content-Length`` over the limit is answered 413 at once, without reading a byte of the body;
-a body that arrives without one (chunked) or lies about it is counted as it streams in, and the
-first chunk past the limit raises :class:`BodyTooLarge`, which the handler installed by
+``Content-Length`` over the limit is answered 413 at once, without the app reading a byte of the
+body; a body that arrives without one (chunked) or lies about it is counted as it streams in,
+and the first chunk past the limit raises :class:`BodyTooLarge`, which the handler installed by
 :func:`install_error_handlers` turns into the same 413.
+
+Closing a connection while the client is still sending makes the kernel reset it, and the
+client then loses the 413 it was sent. So a declared body up to ``DRAIN_FACTOR`` times the
+limit keeps the connection open: the HTTP server (uvicorn) discards the rest as it arrives,
+never storing it, and the client reads its answer. Anything larger, or a chunked body, is cut
+off with ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+DRAIN_FACTOR = 8
 
 
 class APIError(Exception):
@@ -56,10 +63,11 @@ class BodySizeLimit:
             except ValueError:
                 n = -1
             if n < 0:
-                await self._reject(send, APIError(400, f"invalid Content-Length {declared!r}"))
+                await self._reject(send, APIError(400, f"invalid Content-Length {declared!r}"), True)
                 return
             if n > self.max_bytes:
-                await self._reject(send, BodyTooLarge(self.max_bytes, declared=n))
+                close = n > DRAIN_FACTOR * self.max_bytes
+                await self._reject(send, BodyTooLarge(self.max_bytes, declared=n), close)
                 return
 
         seen = 0
@@ -76,12 +84,11 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, send)
 
     @staticmethod
-    async def _reject(send, err: APIError) -> None:
+    async def _reject(send, err: APIError, close: bool) -> None:
         body = error_body(err.status, err.message)
-        await send({"type": "http.response.start", "status": err.status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": err.status,
+                    "headers": headers + [(b"connection", b"close")] * close})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -96,7 +103,7 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(request, exc: APIError):
-        # A 413 mid-stream leaves unread body on the connection: do not reuse it.
+        # A 413 mid-stream (chunked) leaves an unknown amount of body unread: cut it off.
         return reply(exc.status, exc.message, {"connection": "close"} if exc.status == 413 else None)
 
     @app.exception_handler(HTTPException)
