@@ -26,8 +26,9 @@ def cmd_predict(args) -> int:
             res = {"file": path, **predictor.predict(preprocess(load_image(path)), args.top_k)[0]}
         except PredictError as e:
             failed += 1
-            res = {"file": path, "error": str(e)}
-            print(f"lenet5: error: {e}", file=sys.stderr)
+            msg = str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}"  # always name the file
+            res = {"file": path, "error": msg}
+            print(f"lenet5: error: {msg}", file=sys.stderr)
         results.append(res)
         if not args.json and "error" not in res:
             print(format_result(res))
