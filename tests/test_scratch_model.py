@@ -31,7 +31,7 @@ torch.set_num_threads(1)
 
 VARIANTS = [
     ("lenet5-1998", {}),
-    ("lenet5-1998", {"subsample": "average", "init_bias": "zero"}),
+    ("lenet5-1998", {"subsample": "sum", "init": "fanin", "init_bias": "zero"}),
     ("lenet5-modern", {}),
     ("lenet5-modern", {"activation": "tanh", "pool": "avg"}),
     ("lenet5-modern", {"batchnorm": True}),
@@ -101,13 +101,14 @@ def init_bounds(model) -> dict[str, np.ndarray | None]:
     """The half-width b of U[-b, b] for every parameter, by the rules the torch side uses
     (None: a constant, batch-norm's 1 and 0)."""
     params = model.params()
-    if model.name == "lenet5-1998":  # 2.4 / F, F the weighted inputs of a unit
+    if model.name == "lenet5-1998":  # 2.4 / F or 2.4 / sqrt(F), F the weighted inputs of a unit
         fan = {"c1": 25.0, "s2": 4.0, "s4": 4.0, "c5": 400.0, "f6": 120.0}
         c3_map = np.array([len(ins) * 25.0 for ins in T.C3_TABLE])
         c3_pair = np.array([len(T.C3_TABLE[o]) * 25.0 for o, ins in enumerate(T.C3_TABLE)
                             for _ in ins])[:, None, None]
-        b = {k: 2.4 / fan[k.split(".")[0]] for k in params if not k.startswith("c3")}
-        b |= {"c3.weight": 2.4 / c3_pair, "c3.bias": 2.4 / c3_map}
+        r = (lambda f: 2.4 / f) if model.config.init == "fanin" else (lambda f: 2.4 / np.sqrt(f))
+        b = {k: r(fan[k.split(".")[0]]) for k in params if not k.startswith("c3")}
+        b |= {"c3.weight": r(c3_pair), "c3.bias": r(c3_map)}
         zero_bias = model.config.init_bias == "zero"
         return {k: None if zero_bias and k.endswith("bias") else v for k, v in b.items()}
     out = {}

@@ -116,3 +116,47 @@ def test_cli_train_evaluate_summary(data_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "60,000" in out and "340,908" in out
     assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path):
+    """A real process killed with SIGKILL during epoch 2 resumes to the uninterrupted weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--preset", "relu-maxpool", "--epochs", "3", "--limit-train", "6000", "--batch-size", "8",
+            "--deterministic", "--distort", "--threads", "1", "--no-progress",
+            "--data-dir", str(data_root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def lenet5(*extra):
+        return [sys.executable, "-m", "lenet5", "train", *args, *extra]
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = subprocess.Popen(lenet5("--out", str(killed)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "epoch 1 did not finish in time"
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside epoch 2 (an epoch here takes seconds)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert metrics.read_text().count("\n") == 1, "the kill must land mid-epoch 2"
+    assert ckpt.read_checkpoint(killed)[2]["epoch"] == 1  # the last complete checkpoint survives
+
+    done = subprocess.run(lenet5("--resume", str(killed)), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    subprocess.run(lenet5("--out", str(straight)), env=env, check=True, capture_output=True)
+    a, _, ma = ckpt.read_checkpoint(straight)
+    b, _, mb = ckpt.read_checkpoint(killed)
+    assert ma["epoch"] == mb["epoch"] == 3
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [json.loads(s)["epoch"] for s in metrics.read_text().splitlines()] == [1, 2, 3]

@@ -42,6 +42,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 1000
+    eval_train: bool = False  # also measure the error on the whole (undistorted) training set
     loss: str | None = None  # None: the model's own ("map" or "ce"); or "mle"
     map_j: float | None = None  # None: the model's config value
     optimizer: str = "adam"  # "sgd" | "adam" | "adamw" | "sdlm"

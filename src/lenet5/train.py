@@ -204,7 +204,8 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def evaluate_split(engine, x: torch.Tensor, y: torch.Tensor, norm: Normalization,
                    batch_size: int, rank: int = 0, world: int = 1) -> dict:
-    """Loss and errors over the whole split, each sample exactly once across ranks."""
+    """Loss and errors over the whole split, each sample exactly once across ranks: rank r
+    takes samples r, r + world, ...; ``count`` is how many were evaluated in all."""
     idx = torch.arange(rank, x.shape[0], world, device=x.device)
     loss_sum = torch.zeros((), dtype=torch.float64)
     errors = torch.zeros((), dtype=torch.int64)
@@ -214,14 +215,15 @@ def evaluate_split(engine, x: torch.Tensor, y: torch.Tensor, norm: Normalization
         target = y[sel].to(out.device)
         loss_sum += float(engine.eval_loss_fn(out, target)) * sel.shape[0]
         errors += int((engine.scores(out).argmax(1) != target).sum())
+    count = idx.shape[0]
     if world > 1:
         import torch.distributed as dist
 
-        packed = torch.stack([loss_sum, errors.double()])
+        packed = torch.tensor([float(loss_sum), float(errors), float(count)], dtype=torch.float64)
         dist.all_reduce(packed)
-        loss_sum, errors = packed[0], packed[1].long()
-    n = x.shape[0]
-    return {"loss": float(loss_sum) / n, "errors": int(errors), "error": int(errors) / n}
+        loss_sum, errors, count = packed[0], packed[1].long(), int(packed[2])
+    return {"loss": float(loss_sum) / count, "errors": int(errors), "error": int(errors) / count,
+            "count": count}
 
 
 @contextmanager
@@ -334,8 +336,12 @@ def _train(cfg: TrainConfig, log) -> dict:
             "epoch": epoch + 1, "lr": lr,
             "train_loss": float(loss_sum) / seen, "train_error": float(err_sum) / seen,
             "test_loss": test["loss"], "test_error": test["error"], "test_errors": test["errors"],
+            "test_count": test["count"],
             "images_per_s": seen_all / seconds, "epoch_seconds": seconds,
         }
+        if cfg.eval_train:  # the paper's "training set error": fixed weights, every image once
+            tr = evaluate_split(engine, x_train, y_train, norm, cfg.eval_batch_size, rank, world)
+            row.update(train_set_error=tr["error"], train_set_errors=tr["errors"])
         if val is not None:
             v = evaluate_split(engine, val[0], val[1], norm, cfg.eval_batch_size, rank, world)
             row.update(val_loss=v["loss"], val_error=v["error"], val_errors=v["errors"])

@@ -8,9 +8,14 @@ through the squares of the weights and the squared derivative of the squashing f
 each weight's h_kk sums d2E/da^2 * x^2 over every connection that shares it.
 
 Open choices of the paper (README, "Paper choices"), all in :class:`LeNet1998Config`:
-- ``subsample``: "sum" (default; Section II-B: the four inputs "are added") or "average".
-- ``init_bias``: biases drawn like the weights, U[-2.4/F, 2.4/F] (default) or zero; F counts
-  the weighted inputs of a unit, not the bias (so S2's coefficient has F = 4).
+- ``subsample``: "average" (default; Section II-B calls S2 an average) or "sum" (the four
+  inputs "are added"). With "sum" the Gauss-Newton terms below S2/S4 are 16x larger and the
+  pass-1 steps fall well under the paper's range; "average" lands in it.
+- ``init``: "sqrt-fanin" (default), U[-2.4/sqrt(F), 2.4/sqrt(F)], or "fanin", the printed
+  U[-2.4/F, 2.4/F]. The printed rule makes the second derivatives vanish towards C1 and the
+  paper's SDLM diverge; see :mod:`.spec` and docs/results.md.
+- ``init_bias``: biases drawn like the weights (default) or zero; F counts the weighted inputs
+  of a unit, not the bias (so S2's coefficient has F = 4).
 - ``map_j``: the MAP criterion's constant j (default 0.1); it also turns RBF distances into a
   posterior for prediction.
 """
@@ -26,7 +31,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 from . import register_model
 from .bitmaps import rbf_prototypes
-from .spec import C3_TABLE, LeNet1998Config
+from .spec import C3_TABLE, LeNet1998Config, init_range
 
 __all__ = ["C3_TABLE", "LeNet1998Config", "LeNet5"]
 
@@ -42,20 +47,27 @@ def squash_grad(a: torch.Tensor) -> torch.Tensor:
     return A * S * (1 - torch.tanh(S * a) ** 2)
 
 
-def fanin_uniform_(t: torch.Tensor, fan_in: float | torch.Tensor) -> None:
-    """U[-2.4/F, 2.4/F] (Appendix A); F may be a per-output tensor broadcast over ``t``."""
+def fanin_uniform_(t: torch.Tensor, fan_in: float | torch.Tensor, rule: str = "sqrt-fanin") -> None:
+    """U[-r, r] with r = 2.4/F or 2.4/sqrt(F) (Appendix A; :func:`spec.init_range`).
+
+    ``fan_in`` may be a per-output tensor broadcast over ``t``.
+    """
     with torch.no_grad():
-        t.uniform_(-1.0, 1.0).mul_(2.4 / torch.as_tensor(fan_in, dtype=t.dtype))
+        t.uniform_(-1.0, 1.0).mul_(init_range(torch.as_tensor(fan_in, dtype=t.dtype), rule))
+
+
+def init_params_(weight: nn.Parameter, bias: nn.Parameter, fan_in, bias_fan, rule: str,
+                 init_bias: str) -> None:
+    fanin_uniform_(weight, fan_in, rule)
+    fanin_uniform_(bias, bias_fan, rule) if init_bias == "fanin" else nn.init.zeros_(bias)
 
 
 class Conv(nn.Conv2d):
     """A full 5x5 convolution (C1, C5) with fan-in initialisation and its GN backward."""
 
-    def __init__(self, cin: int, cout: int, init_bias: str):
+    def __init__(self, cin: int, cout: int, init: str = "sqrt-fanin", init_bias: str = "fanin"):
         super().__init__(cin, cout, 5)
-        fan_in = cin * 25
-        fanin_uniform_(self.weight, fan_in)
-        fanin_uniform_(self.bias, fan_in) if init_bias == "fanin" else nn.init.zeros_(self.bias)
+        init_params_(self.weight, self.bias, cin * 25, cin * 25, init, init_bias)
 
     def gn_backward(self, x: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, dict]:
         h = {"weight": conv2d_weight(x * x, self.weight.shape, d2), "bias": d2.sum((0, 2, 3))}
@@ -70,7 +82,7 @@ class TableConv(nn.Module):
     entries are structurally zero and runs one convolution.
     """
 
-    def __init__(self, table=C3_TABLE, cin: int = 6, init_bias: str = "fanin"):
+    def __init__(self, table=C3_TABLE, cin: int = 6, init: str = "sqrt-fanin", init_bias: str = "fanin"):
         super().__init__()
         self.cin, self.cout = cin, len(table)
         pairs = [(o, i) for o, ins in enumerate(table) for i in ins]
@@ -78,9 +90,8 @@ class TableConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(len(pairs), 5, 5))
         self.bias = nn.Parameter(torch.empty(self.cout))
         fan_in = torch.tensor([len(table[o]) * 25.0 for o, _ in pairs])  # per-map fan-in
-        fanin_uniform_(self.weight, fan_in[:, None, None])
         bias_fan = torch.tensor([len(ins) * 25.0 for ins in table])
-        fanin_uniform_(self.bias, bias_fan) if init_bias == "fanin" else nn.init.zeros_(self.bias)
+        init_params_(self.weight, self.bias, fan_in[:, None, None], bias_fan, init, init_bias)
 
     def dense(self, w: torch.Tensor) -> torch.Tensor:
         flat = w.new_zeros(self.cout * self.cin, 5, 5).index_copy(0, self.index, w)
@@ -99,15 +110,15 @@ class TableConv(nn.Module):
 class Subsampling(nn.Module):
     """S2/S4: per map, coef * (2x2 sum or average) + bias; one coefficient and bias per map."""
 
-    def __init__(self, channels: int, mode: str = "sum", init_bias: str = "fanin"):
+    def __init__(self, channels: int, mode: str = "sum", init: str = "sqrt-fanin",
+                 init_bias: str = "fanin"):
         super().__init__()
         if mode not in ("sum", "average"):
             raise ValueError(f"subsample must be 'sum' or 'average', got {mode!r}")
         self.mode = mode
         self.weight = nn.Parameter(torch.empty(channels))  # the trainable coefficient
         self.bias = nn.Parameter(torch.empty(channels))
-        fanin_uniform_(self.weight, 4)
-        fanin_uniform_(self.bias, 4) if init_bias == "fanin" else nn.init.zeros_(self.bias)
+        init_params_(self.weight, self.bias, 4, 4, init, init_bias)
 
     @property
     def tap(self) -> float:
@@ -129,10 +140,9 @@ class Subsampling(nn.Module):
 class Full(nn.Linear):
     """F6: 120 -> 84, fan-in initialisation and its GN backward."""
 
-    def __init__(self, cin: int, cout: int, init_bias: str):
+    def __init__(self, cin: int, cout: int, init: str = "sqrt-fanin", init_bias: str = "fanin"):
         super().__init__(cin, cout)
-        fanin_uniform_(self.weight, cin)
-        fanin_uniform_(self.bias, cin) if init_bias == "fanin" else nn.init.zeros_(self.bias)
+        init_params_(self.weight, self.bias, cin, cin, init, init_bias)
 
     def gn_backward(self, x: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, dict]:
         h = {"weight": d2.T @ (x * x), "bias": d2.sum(0)}
@@ -159,12 +169,13 @@ class LeNet5(nn.Module):
     def __init__(self, config: LeNet1998Config | None = None):
         super().__init__()
         self.config = c = config or LeNet1998Config()
-        self.c1 = Conv(1, 6, c.init_bias)
-        self.s2 = Subsampling(6, c.subsample, c.init_bias)
-        self.c3 = TableConv(C3_TABLE, 6, c.init_bias)
-        self.s4 = Subsampling(16, c.subsample, c.init_bias)
-        self.c5 = Conv(16, 120, c.init_bias)
-        self.f6 = Full(120, 84, c.init_bias)
+        init = dict(init=c.init, init_bias=c.init_bias)
+        self.c1 = Conv(1, 6, **init)
+        self.s2 = Subsampling(6, c.subsample, **init)
+        self.c3 = TableConv(C3_TABLE, 6, **init)
+        self.s4 = Subsampling(16, c.subsample, **init)
+        self.c5 = Conv(16, 120, **init)
+        self.f6 = Full(120, 84, **init)
         self.rbf = EuclideanRBF()
 
     def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:

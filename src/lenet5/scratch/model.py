@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..models.spec import C3_TABLE, LeNet1998Config, ModernConfig, prototype_values
+from ..models.spec import C3_TABLE, LeNet1998Config, ModernConfig, init_range, prototype_values
 from .layers import (
     AvgPool,
     BatchNorm,
@@ -159,9 +159,9 @@ class Model:
 # ---------------------------------------------------------------- the two registered models
 
 
-def fanin_uniform(rng: np.random.Generator, shape, fan_in, dtype) -> np.ndarray:
-    """U[-2.4/F, 2.4/F] (Appendix A); ``fan_in`` may broadcast against ``shape``."""
-    return (rng.uniform(-1.0, 1.0, shape) * (2.4 / np.asarray(fan_in, float))).astype(dtype)
+def fanin_uniform(rng: np.random.Generator, shape, fan_in, dtype, rule: str = "sqrt-fanin") -> np.ndarray:
+    """U[-r, r], r = 2.4/F or 2.4/sqrt(F) (Appendix A); ``fan_in`` may broadcast against ``shape``."""
+    return (rng.uniform(-1.0, 1.0, shape) * init_range(np.asarray(fan_in, float), rule)).astype(dtype)
 
 
 def build_1998(c: LeNet1998Config, dtype, rng: np.random.Generator) -> Model:
@@ -175,8 +175,8 @@ def build_1998(c: LeNet1998Config, dtype, rng: np.random.Generator) -> Model:
             (c5, 400, 400), (f6, 120, 120)]
     for layer, w_fan, b_fan in fans:
         w, b = layer.params["weight"], layer.params["bias"]
-        w[...] = fanin_uniform(rng, w.shape, w_fan, dtype)
-        b[...] = fanin_uniform(rng, b.shape, b_fan, dtype) if c.init_bias == "fanin" else 0
+        w[...] = fanin_uniform(rng, w.shape, w_fan, dtype, c.init)
+        b[...] = fanin_uniform(rng, b.shape, b_fan, dtype, c.init) if c.init_bias == "fanin" else 0
     return Model("lenet5-1998", c, [
         ("c1", [("c1", c1), (None, ScaledTanh())]),  # (6, 28, 28, B)
         ("s2", [("s2", s2), (None, ScaledTanh())]),  # (6, 14, 14, B)

@@ -1,0 +1,93 @@
+"""The paper's recipe end to end: lenet5-1998, MAP, SDLM, batch 1, 20 passes (Section III-C).
+
+Trains with ``lenet5.train.train`` exactly as ``lenet5 train --preset paper`` would, then puts
+the test error after every pass next to the paper's Fig. 5 and writes JSON + a markdown table.
+
+    python benchmarks/bench_paper.py --data-dir ../shared/data               # 20 passes
+    python benchmarks/bench_paper.py --data-dir ../shared/data --distort     # Section III-C-2
+    python benchmarks/bench_paper.py --data-dir ../shared/data --epochs 1 --limit-train 10000
+
+The NumPy engine is the default here because at batch 1 it is about 3x faster per pattern than
+PyTorch on this CPU (docs/results.md); ``--engine torch`` runs the same recipe in PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import machine_info
+from lenet5.config import resolve_config
+from lenet5.train import train
+
+# Fig. 5 (no distortions): test error (%) after passes 1..9, "then about 0.95".
+PAPER_FIG5 = [2.67, 2.24, 1.47, 1.42, 1.42, 1.08, 1.03, 1.05, 0.97]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=False)
+    p.add_argument("--engine", choices=["numpy", "torch"], default="numpy")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--limit-train", type=int)
+    p.add_argument("--distort", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option as model_args.NAME=JSON, or any TrainConfig field")
+    p.add_argument("--out", default=None, help="run directory (default runs/bench-paper-...)")
+    p.add_argument("--json", default=None, help="result file (default benchmarks/results/...)")
+    args = p.parse_args()
+
+    preset = "paper-distort" if args.distort else "paper"
+    overrides = dict(engine=args.engine, epochs=args.epochs, seed=args.seed, threads=1,
+                     progress=False, eval_train=True, limit_train=args.limit_train)
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        value = json.loads(raw)
+        if key.startswith("model_args."):
+            overrides.setdefault("model_args", {})[key.split(".", 1)[1]] = value
+        else:
+            overrides[key] = value
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    tag = f"{preset}-{args.engine}-e{args.epochs}" + (f"-n{args.limit_train}" if args.limit_train else "")
+    run_dir = Path(args.out or f"runs/bench-{tag}-s{args.seed}")
+    overrides["out"] = str(run_dir)
+    cfg = resolve_config(preset, overrides=overrides)
+
+    t0 = time.perf_counter()
+    train(cfg, log=lambda msg: print(msg, flush=True))
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    print("\n| pass | eta | test error % | paper Fig. 5 % | training-set error % | pass time s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        i = r["epoch"] - 1
+        paper = PAPER_FIG5[i] if i < len(PAPER_FIG5) and not args.distort else None
+        print(f"| {r['epoch']} | {r['lr']:.0e} | {100 * r['test_error']:.2f} "
+              f"({r['test_errors']}) | {paper if paper is not None else '-'} | "
+              f"{100 * r['train_set_error']:.2f} | {r['epoch_seconds']:.0f} |")
+    final = rows[-1]
+    print(f"\nfinal test error {100 * final['test_error']:.2f}% ({final['test_errors']} / "
+          f"{final['test_count']}), wall {wall / 60:.1f} min, paper "
+          f"{'0.80' if args.distort else '0.95'}%")
+
+    result = {
+        **machine_info(threads=1), "preset": preset, "engine": args.engine, "seed": args.seed,
+        "run_dir": str(run_dir), "train_config": json.loads((run_dir / "config.json").read_text()),
+        "wall_seconds": wall, "per_pass": rows, "paper_fig5": PAPER_FIG5,
+        "final_test_error": final["test_error"], "final_test_errors": final["test_errors"],
+    }
+    out = Path(args.json or Path(__file__).parent / "results" / f"{tag}-s{args.seed}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
