@@ -77,11 +77,16 @@ class Batcher:
             r["top_k"] = r["top_k"][:top_k]
             if features:
                 j = wants.index(i)
-                r["input"] = np.round(x, 3).tolist()
-                r["features"] = {k: np.round(np.asarray(maps[k][j], np.float32), 3).tolist()
-                                 for k in SHOWN_FEATURES}
+                r["input"] = rounded(x)
+                r["features"] = {k: rounded(maps[k][j]) for k in SHOWN_FEATURES}
             out.append(r)
         return out
+
+
+def rounded(a) -> list:
+    """Three decimals, as nested lists. Rounded in float64: a float32 0.123 would print as
+    0.12300000339746475 and make the JSON three times longer."""
+    return np.round(np.asarray(a, np.float64), 3).tolist()
 
 
 def _settle(done: asyncio.Future, result) -> None:

@@ -1,0 +1,312 @@
+"""Load test of ``lenet5 serve``: many concurrent clients, valid and invalid requests mixed.
+
+Starts the real server (``python -m lenet5 serve``, 1 torch thread) on a free 127.0.0.1 port,
+then ``--clients`` concurrent clients (one asyncio task and keep-alive connection each, in this
+process, sending requests encoded beforehand) send ``--requests`` requests drawn from a mix:
+
+- 50% what the page sends: a 112x112 PNG of a handwritten MNIST test digit (dark on white, as
+  drawn on the canvas), multipart, ``?features=1`` (answer + 28x28 input + C1/C3 maps);
+- 25% JSON ``{"pixels": 28x28}`` of an MNIST test digit;
+- 25% invalid, each expecting its own 4xx: not an image (422), truncated PNG (422), wrong
+  shape (422), NaN (422), missing field (422), unsupported content type (415), a body over
+  the 2 MB limit (413, 1 request in 100).
+
+It reports throughput and client-side latency percentiles (p50/p95/p99, per kind and overall),
+the server's own ``latency_ms``, every status seen, and what must be zero: 5xx answers,
+dropped connections (refused, reset or cut short), answers with an unexpected status, and
+error answers without a JSON message. The target is
+p99 under 50 ms on the project's 2-core machine, client and server sharing it.
+
+    python benchmarks/bench_serve.py [--requests 2000] [--clients 16] [--checkpoint CKPT]
+                                     [--out benchmarks/results/serve.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from common import machine_info
+from lenet5 import __version__
+from lenet5.data import load_split
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 2 * 1024 * 1024
+TARGET_P99_MS = 50.0
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def canvas_png(x28: np.ndarray) -> bytes:
+    """An MNIST digit as the page sends its canvas: a 112x112 PNG, black ink on white."""
+    big = Image.fromarray(np.uint8(255 - x28 * 255)).resize((112, 112), Image.Resampling.BICUBIC)
+    return png(np.asarray(big))
+
+
+def encoded(params: dict | None = None, **kw) -> bytes:
+    """One complete HTTP/1.1 request to /api/predict, as bytes: httpx encodes the body
+    (json=, files= or content=), so the clients spend no time encoding during the run."""
+    req = httpx.Request("POST", "http://127.0.0.1/api/predict", params=params, **kw)
+    body = req.read()
+    head = (f"POST {req.url.raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: {req.headers['content-type']}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def build_requests(n: int, data_dir: Path, seed: int) -> list[dict]:
+    """``n`` requests (encoded body + kind + expected status), drawn with ``seed``."""
+    images, _ = load_split("mnist", "test", data_dir, download=False)
+    digits = images[:200].astype(np.float32) / 255.0
+    pngs = [canvas_png(x) for x in digits]
+    uploads = [encoded({"features": "1"}, files={"image": ("digit.png", p, "image/png")}) for p in pngs]
+    pixels = [encoded(json={"pixels": np.round(x, 3).tolist()}) for x in digits]
+    good = np.zeros((28, 28))
+    good[8:20, 13:15] = 1.0
+    invalid = [
+        ("not-an-image", 422, encoded(files={"image": ("a.png", b"this is text, not a picture", "image/png")})),
+        ("truncated-png", 422, encoded(files={"image": ("a.png", pngs[0][: len(pngs[0]) // 2], "image/png")})),
+        ("wrong-shape", 422, encoded(json={"pixels": good[:27].tolist()})),
+        ("nan", 422, encoded(content=json.dumps({"pixels": np.full((28, 28), np.nan).tolist()}).encode(),
+                             headers={"content-type": "application/json"})),
+        ("missing-field", 422, encoded(json={"pixel": good.tolist()})),
+        ("bad-content-type", 415, encoded(content=b"0 1 0", headers={"content-type": "text/plain"})),
+    ]
+    oversize = encoded(content=b"\0" * (LIMIT + 1), headers={"content-type": "image/png"})
+    rng = random.Random(seed)
+    reqs = []
+    for i in range(n):
+        u = rng.random()
+        if i % 100 == 99:
+            reqs.append({"kind": "over-2MB", "expect": 413, "raw": oversize})
+        elif u < 0.5:
+            reqs.append({"kind": "canvas-png+features", "expect": 200,
+                         "raw": uploads[rng.randrange(len(uploads))]})
+        elif u < 0.75:
+            reqs.append({"kind": "json-pixels", "expect": 200, "raw": pixels[rng.randrange(len(pixels))]})
+        else:
+            kind, status, raw = invalid[rng.randrange(len(invalid))]
+            reqs.append({"kind": kind, "expect": status, "raw": raw})
+    return reqs
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(checkpoint: str | None, port: int, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "lenet5", "serve", "--port", str(port), "--log-level", "warning"]
+    if checkpoint:
+        cmd += ["--checkpoint", checkpoint]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not come up in 120 s")
+
+
+class Connection:
+    """A keep-alive HTTP/1.1 connection that sends ready-made requests and reads the answers
+    (uvicorn always sends Content-Length). Lighter than an HTTP library, so the client takes as
+    little as possible of the CPU the server shares with it."""
+
+    def __init__(self, port: int):
+        self.port, self.reader, self.writer = port, None, None
+
+    async def request(self, raw: bytes) -> tuple[int, dict, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(raw)
+        await self.writer.drain()
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = dict((k.strip().lower(), v.strip()) for k, v in (h.split(":", 1) for h in head[1:] if h))
+        body = await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, headers, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+            self.writer = None
+
+
+async def run_load(port: int, reqs: list[dict], clients: int) -> tuple[list[dict], float]:
+    """Send every request; ``clients`` tasks, each with its own keep-alive connection."""
+    results: list[dict] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for r in reqs:
+        queue.put_nowait(r)
+
+    async def client() -> None:
+        conn = Connection(port)
+        while not queue.empty():
+            r = queue.get_nowait()
+            t0 = time.perf_counter()
+            status, server_ms, error = None, None, None
+            try:
+                status, headers, body = await conn.request(r["raw"])
+                doc = json.loads(body)  # answers and errors alike are JSON
+                server_ms = doc["latency_ms"] if status == 200 else None
+                if status != 200 and not doc.get("error"):
+                    error = f"{status} without an error message"
+            except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, KeyError) as e:
+                error = f"{type(e).__name__}: {e}"  # refused, reset, cut short, garbled: dropped
+                await conn.close()
+            ms = (time.perf_counter() - t0) * 1e3
+            results.append({"kind": r["kind"], "expect": r["expect"], "status": status, "ms": ms,
+                            "server_ms": server_ms, "error": error})
+        await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return results, time.perf_counter() - t0
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+
+
+def summarize(results: list[dict], seconds: float, clients: int) -> dict:
+    statuses = Counter(str(r["status"]) for r in results)
+    by_kind = {}
+    for kind in sorted({r["kind"] for r in results}):
+        rows = [r for r in results if r["kind"] == kind and r["status"] is not None]
+        if rows:
+            by_kind[kind] = {**percentiles([r["ms"] for r in rows]), "expect": rows[0]["expect"]}
+    answered = [r["ms"] for r in results if r["status"] is not None]
+    server = [r["server_ms"] for r in results if r["server_ms"] is not None]
+    return {
+        "requests": len(results), "clients": clients, "seconds": seconds,
+        "throughput_rps": len(results) / seconds,
+        "latency": percentiles(answered), "server_latency": percentiles(server) if server else None,
+        "by_kind": by_kind, "statuses": dict(statuses),
+        "valid": sum(r["expect"] == 200 for r in results),
+        "invalid": sum(r["expect"] != 200 for r in results),
+        "count_5xx": sum(r["status"] is not None and r["status"] >= 500 for r in results),
+        "dropped_connections": sum(r["status"] is None for r in results),
+        "unexpected_status": sum(r["status"] is not None and r["status"] != r["expect"] for r in results),
+        "answers_without_error_message": sum(r["status"] is not None and r["error"] is not None
+                                             for r in results),
+        "errors": sorted({r["error"] for r in results if r["error"]})[:10],
+        "target_p99_ms": TARGET_P99_MS,
+    }
+
+
+def print_table(s: dict) -> None:
+    print(f"{s['requests']:,} requests from {s['clients']} clients in {s['seconds']:.2f} s: "
+          f"{s['throughput_rps']:,.0f} requests/s ({s['valid']:,} valid, {s['invalid']:,} invalid)")
+    print(f"{'kind':<22}{'expect':>7}{'n':>6}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    rows = [*s["by_kind"].items(), ("all", {**s["latency"], "expect": "-"})]
+    for kind, k in rows:
+        print(f"{kind:<22}{k['expect']:>7}{k['n']:>6}{k['p50_ms']:>9.1f}{k['p95_ms']:>9.1f}"
+              f"{k['p99_ms']:>9.1f}{k['max_ms']:>9.1f}")
+    if s["server_latency"]:
+        v = s["server_latency"]
+        print(f"server-side latency_ms of valid requests: p50 {v['p50_ms']:.1f}, p95 {v['p95_ms']:.1f}, "
+              f"p99 {v['p99_ms']:.1f}")
+    print(f"statuses {s['statuses']} | 5xx {s['count_5xx']} | dropped connections "
+          f"{s['dropped_connections']} | unexpected status {s['unexpected_status']}")
+    if s.get("server_cpu_ms_per_request") is not None:
+        print(f"CPU per request: server {s['server_cpu_ms_per_request']:.2f} ms, "
+              f"client {s['client_cpu_ms_per_request']:.2f} ms")
+    ok = s["latency"]["p99_ms"] < TARGET_P99_MS
+    print(f"p99 {s['latency']['p99_ms']:.1f} ms: {'meets' if ok else 'MISSES'} the "
+          f"{TARGET_P99_MS:.0f} ms target")
+    for e in s["errors"]:
+        print("  error:", e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--checkpoint", help="run directory or .safetensors (default: the bundled model)")
+    parser.add_argument("--data-dir", default=os.environ.get("LENET5_DATA_DIR") or str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--warmup", type=int, default=100, help="requests sent first, not counted")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/serve.json", help="JSON to write")
+    args = parser.parse_args(argv)
+
+    reqs = build_requests(args.warmup + args.requests, Path(args.data_dir), args.seed)
+    port = free_port()
+    log = Path(args.out).with_suffix(".server.log.tmp")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = start_server(args.checkpoint, port, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        model = httpx.get(f"{url}/api/models").json()[0]
+        asyncio.run(run_load(port, reqs[: args.warmup], args.clients))
+        info = machine_info(threads=1)  # load average just before the measured run
+        server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
+        results, seconds = asyncio.run(run_load(port, reqs[args.warmup :], args.clients))
+        server_cpu = cpu_seconds(proc.pid) - server_cpu if server_cpu is not None else None
+        client_cpu = time.process_time() - client_cpu
+        alive = httpx.get(f"{url}/healthz").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    summary = summarize(results, seconds, args.clients)
+    summary["server_alive_after"] = alive
+    # CPU time per request says what the server costs, whatever else the machine is doing.
+    n = len(results)
+    summary["server_cpu_ms_per_request"] = server_cpu / n * 1e3 if server_cpu is not None else None
+    summary["client_cpu_ms_per_request"] = client_cpu / n * 1e3
+    print_table(summary)
+    doc = {"benchmark": "serve", "model": model, "summary": summary,
+           "environment": {**info, "server": "uvicorn (h11), 1 process, torch 1 thread",
+                           "client": "asyncio keep-alive connections, same machine",
+                           "versions": {"lenet5": __version__, "python": platform.python_version(),
+                                        "httpx": httpx.__version__}}}
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    log.unlink(missing_ok=True)
+    print(f"wrote {args.out}")
+    bad = (summary["count_5xx"] or summary["dropped_connections"] or summary["unexpected_status"]
+           or summary["answers_without_error_message"])
+    return 1 if bad or not alive else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
