@@ -161,3 +161,34 @@ def test_ddp_sdlm_curvature_is_the_single_process_estimate(tmp_path):
     for k in keys:
         assert np.array_equal(h_ddp[k], h_one[k]), k
         assert (h_one[k] >= 0).all() and h_one[k].any()
+
+
+@pytest.mark.slow
+def test_cli_nproc_2_trains_logs_and_writes_once(tmp_path):
+    """``lenet5 train --nproc 2``: torchrun starts 2 real ranks (gloo, 127.0.0.1).
+
+    Rank 0 alone logs (one header, one epoch line) and writes one run directory; the test-set
+    evaluation, split across the ranks, counts all 10,000 images once, and its error count is
+    what one process finds for the saved weights.
+    """
+    from lenet5.evaluate import evaluate_checkpoint
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lenet5", "train", "--nproc", "2", "--model", "lenet5-modern",
+           "--limit-train", "256", "--batch-size", "32", "--epochs", "1", "--device", "cpu",
+           "--threads", "1", "--data-dir", DATA_DIR, "--out", str(out), "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs[-3000:]
+    assert logs.count("world 2)") == 1 and logs.count("epoch   1/1") == 1, logs[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.json", "checkpoint.safetensors", "config.json", "metrics.jsonl"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["test_count"] == 10_000
+    _, _, meta = read_checkpoint(out)
+    assert meta["epoch"] == 1 and meta["metrics"]["test_count"] == 10_000
+    # 2 ranks x batch 32 over 256 images: 4 global steps
+    assert meta["optimizer"]["steps"] == 4
+    m = evaluate_checkpoint(str(out), data_dir=DATA_DIR)
+    assert m["n"] == 10_000 and m["errors"] == rows[0]["test_errors"]
