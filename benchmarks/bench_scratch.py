@@ -7,9 +7,11 @@ and 1024. Each figure is the best of a few timed repeats after a warm-up. NumPy'
 PyTorch get the same number of threads (``--threads``; the BLAS thread count must be set before
 NumPy is imported, hence the early argument parse). The peak resident memory of the NumPy
 engine over an epoch of the 60,000 training images at batch 1024 is measured in a subprocess
-that imports no torch (``--quick``: 20 steps, enough to reach the peak).
+that imports no torch (``--quick``: 20 steps, enough to reach the peak). ``--profile`` instead
+runs cProfile over 40 NumPy training steps at batch 256 and prints where the time goes.
 
     python benchmarks/bench_scratch.py [--quick] [--threads N] [--out benchmarks/results/scratch.json]
+    python benchmarks/bench_scratch.py --profile [--threads N]
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ PARSER = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 PARSER.add_argument("--quick", action="store_true", help="short timings (under a minute)")
 PARSER.add_argument("--threads", type=int, default=1, help="BLAS/torch threads (default 1)")
 PARSER.add_argument("--out", default="benchmarks/results/scratch.json", help="JSON to write")
+PARSER.add_argument("--profile", action="store_true",
+                    help="cProfile NumPy training steps (batch 256) instead of timing")
 PARSER.add_argument("--memory-steps", type=int, default=None, help=argparse.SUPPRESS)
 if __name__ == "__main__":
     _threads = str(PARSER.parse_known_args()[0].threads)
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _threads
 
+import cProfile  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import pstats  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -158,10 +164,29 @@ def print_table(rows: list[dict], memory: dict) -> None:
           f"images in memory: {memory['peak_rss_mib']:,.0f} MiB")
 
 
+def profile(steps: int = 40, batch: int = 256, top: int = 10) -> None:
+    """Share of the time of ``steps`` NumPy training steps by function (own time, cProfile)."""
+    train, _ = numpy_fns(batch)
+    train()  # warm-up: buffers allocated
+    prof = cProfile.Profile()
+    prof.runcall(lambda: [train() for _ in range(steps)])
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    print(f"{steps} training steps of lenet5-1998 at batch {batch}: {total:.2f} s "
+          f"({steps * batch / total:,.0f} img/s under the profiler)")
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    for (file, line, func), (_, calls, own, cum, _) in rows:
+        where = f"{Path(file).name}:{line}({func})" if line else func
+        print(f"{100 * own / total:5.1f}%  own {own:6.2f} s  cum {cum:6.2f} s  {calls:>5} calls  {where}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = PARSER.parse_args(argv)
     if args.memory_steps is not None:
         memory_run(args.memory_steps or None)
+        return 0
+    if args.profile:
+        profile()
         return 0
     env = environment(args.threads)
     seconds, repeats = (0.4, 2) if args.quick else (2.0, 4)
