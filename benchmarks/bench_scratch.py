@@ -32,6 +32,7 @@ if __name__ == "__main__":
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _threads
 
+import ast  # noqa: E402
 import cProfile  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -164,6 +165,19 @@ def print_table(rows: list[dict], memory: dict) -> None:
           f"images in memory: {memory['peak_rss_mib']:,.0f} MiB")
 
 
+def qualname(file: str, line: int, func: str) -> str:
+    """``Class.method`` for a function defined at ``file:line`` (pstats gives no class)."""
+    path = Path(file)
+    if not line or not path.is_file():
+        return func
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.lineno == line:
+                    return f"{node.name}.{func}"
+    return func
+
+
 def profile(steps: int = 40, batch: int = 256, top: int = 10) -> None:
     """Share of the time of ``steps`` NumPy training steps by function (own time, cProfile)."""
     train, _ = numpy_fns(batch)
@@ -176,7 +190,7 @@ def profile(steps: int = 40, batch: int = 256, top: int = 10) -> None:
           f"({steps * batch / total:,.0f} img/s under the profiler)")
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     for (file, line, func), (_, calls, own, cum, _) in rows:
-        where = f"{Path(file).name}:{line}({func})" if line else func
+        where = f"{qualname(file, line, func)} ({Path(file).name}:{line})" if line else func
         print(f"{100 * own / total:5.1f}%  own {own:6.2f} s  cum {cum:6.2f} s  {calls:>5} calls  {where}")
 
 
