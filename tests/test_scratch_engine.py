@@ -153,3 +153,29 @@ def test_optimizer_state_resumes_in_the_other_engine(data_root, tmp_path, first,
     for k, v in want_t.items():
         v, g = np.asarray(v, np.float64), np.asarray(got_t[k], np.float64)
         assert np.abs(g - v).max() <= 1e-3 * max(np.abs(v).max(), 1e-12), k
+
+
+def test_cli_train_and_evaluate_with_the_numpy_engine(data_root, tmp_path, capsys):
+    """``lenet5 train --engine numpy`` then ``lenet5 evaluate RUN --engine numpy``: the NumPy
+    engine's evaluation of all 10,000 test images equals PyTorch's on the same checkpoint,
+    and the error count equals the one the training run logged."""
+    import json
+
+    from lenet5.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--engine", "numpy", "--model", "lenet5-1998", "--optimizer", "adam",
+                 "--lr", "3e-3", "--batch-size", "16", "--limit-train", "1000", "--epochs", "1",
+                 "--threads", "1", "--data-dir", str(data_root), "--out", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    reports = {}
+    for engine in ("numpy", "torch"):
+        assert main(["evaluate", str(run), "--engine", engine, "--data-dir", str(data_root),
+                     "--json"]) == 0
+        reports[engine] = json.loads(capsys.readouterr().out)
+    got, want = reports["numpy"], reports["torch"]
+    assert got["engine"] == "numpy" and got["n"] == 10_000
+    assert got["errors"] < 5_000  # learnt something
+    assert got["confusion_matrix"] == want["confusion_matrix"]
+    assert got["errors"] == ckpt.read_checkpoint(run)[2]["metrics"]["test_errors"]
