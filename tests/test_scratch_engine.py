@@ -179,3 +179,20 @@ def test_cli_train_and_evaluate_with_the_numpy_engine(data_root, tmp_path, capsy
     assert got["errors"] < 5_000  # learnt something
     assert got["confusion_matrix"] == want["confusion_matrix"]
     assert got["errors"] == ckpt.read_checkpoint(run)[2]["metrics"]["test_errors"]
+
+
+def test_train_resume_switches_engine(data_root, tmp_path):
+    """Epoch 1 in PyTorch, ``--resume`` epoch 2 in NumPy == 2 epochs in PyTorch (Adam, 2
+    steps an epoch, float32; 1e-5 of each tensor's largest weight)."""
+    kw = dict(model="lenet5-1998", optimizer="adam", lr=1e-3, batch_size=32, limit_train=64,
+              eval_batch_size=5000)
+    quiet = dict(log=lambda *a: None)
+    train(cfg_for(data_root, tmp_path / "torch", engine="torch", epochs=2, **kw), **quiet)
+    train(cfg_for(data_root, tmp_path / "mixed", engine="torch", epochs=1, **kw), **quiet)
+    train(cfg_for(data_root, tmp_path / "mixed", engine="numpy", epochs=2,
+                  resume=str(tmp_path / "mixed"), **kw), **quiet)
+    want, _, _ = ckpt.read_checkpoint(tmp_path / "torch")
+    got, _, meta = ckpt.read_checkpoint(tmp_path / "mixed")
+    assert meta["engine"] == "numpy" and meta["epoch"] == 2 and meta["optimizer"]["steps"] == 4
+    for k, v in want.items():
+        assert np.abs(got[k] - v).max() <= 1e-5 * max(1.0, np.abs(v).max()), k
