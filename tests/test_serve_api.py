@@ -17,10 +17,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from lenet5.models import create_model, get_entry
 from lenet5.predict import Predictor, load_image, preprocess
 from lenet5.serve import create_app
+from lenet5.serve.app import PredictResponse
 from lenet5.serve.errors import DRAIN_FACTOR, BodySizeLimit
 from lenet5.serve.inputs import MAX_IMAGE_PIXELS
+from lenet5.transforms import Normalization
 from tests.serve_support import as_photo_png, demo_checkpoint, mnist_test_digits
 
 LIMIT = 2 * 1024 * 1024
@@ -113,7 +116,10 @@ def test_features_for_the_page(client, predictor, digits):
     np.testing.assert_allclose(c1, want["C1"], atol=5e-4)
     np.testing.assert_allclose(c3, want["C3"], atol=5e-4)
     plain = client.post("/api/predict", json={"pixels": x.tolist()}).json()
-    assert plain.get("features") is None and plain.get("input") is None
+    assert plain["features"] is None and plain["input"] is None
+    for answer in (r, plain):  # what /docs documents, key for key (the app does not re-validate)
+        assert list(answer) == list(PredictResponse.model_fields)
+        PredictResponse.model_validate_json(json.dumps(answer), strict=True)
 
 
 def test_raw_image_body_json_preprocess_top_k_and_model_choice(client, predictor, digits):
@@ -137,6 +143,21 @@ def test_raw_image_body_json_preprocess_top_k_and_model_choice(client, predictor
     assert r["model"] == "second"
     r = client.post("/api/predict", json={"pixels": x.tolist(), "model": "second"}).json()
     assert r["model"] == "second"
+
+
+def test_rbf_head_answers_with_its_map_posterior():
+    """The 1998 network (untrained: only the shape of the answer matters here)."""
+    entry = get_entry("lenet5-1998")
+    torch.manual_seed(0)
+    meta = {"model": "lenet5-1998", "head": entry.head,
+            "normalization": Normalization.make(entry.normalization).to_dict()}
+    with TestClient(create_app(Predictor(create_model("lenet5-1998"), meta, "paper"))) as c:
+        r = c.post("/api/predict?features=1", json={"pixels": GOOD}).json()
+    assert r["model"] == "paper" and r["posterior"] == "map-rbf"
+    assert len(r["distances"]) == 10 and 0 <= r["rubbish"] <= 1
+    assert sum(r["probs"]) + r["rubbish"] == pytest.approx(1, abs=1e-5)
+    assert np.array(r["features"]["C1"]).shape == (6, 28, 28)
+    assert np.array(r["features"]["C3"]).shape == (16, 10, 10)
 
 
 # ----------------------------------------------------------------------------- bad input

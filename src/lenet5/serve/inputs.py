@@ -61,15 +61,18 @@ async def read_form(request) -> Payload:
         form = await request.form(max_files=2, max_fields=8)
     except (AssertionError, ValueError) as e:  # python-multipart's own parse errors
         raise APIError(400, f"malformed multipart body: {e}") from e
-    upload = next((form[f] for f in IMAGE_FIELDS if f in form), None)
-    if upload is None:
-        raise APIError(422, "missing field 'image': upload the digit as a file in field 'image'")
-    if isinstance(upload, str):
-        raise APIError(422, "field 'image' must be a file upload, not a text value")
-    model = form.get("model")
-    if model is not None and not isinstance(model, str):
-        raise APIError(422, "field 'model' must be text")
-    return Payload(image=await upload.read(), model=model or None)
+    try:
+        upload = next((form[f] for f in IMAGE_FIELDS if f in form), None)
+        if upload is None:
+            raise APIError(422, "missing field 'image': upload the digit as a file in field 'image'")
+        if isinstance(upload, str):
+            raise APIError(422, "field 'image' must be a file upload, not a text value")
+        model = form.get("model")
+        if model is not None and not isinstance(model, str):
+            raise APIError(422, "field 'model' must be text")
+        return Payload(image=await upload.read(), model=model or None)
+    finally:
+        await form.close()  # the uploads' spooled temporary files
 
 
 def parse_json(body: bytes) -> Payload:
