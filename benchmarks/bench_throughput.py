@@ -11,7 +11,7 @@ warm-up (``bench_scratch.best_rate``). A batch-norm model cannot train at batch 
 channel after C5), so that cell is empty. Peak RSS is the process's maximum resident set after
 all its measurements (framework, model and batches up to 1024; no dataset held).
 
-    python benchmarks/bench_throughput.py [--quick] [--threads 1]
+    python benchmarks/bench_throughput.py [--quick] [--threads 1] [--case N ...]
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short timings (under a minute)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=str(HERE / "results" / "throughput.json"))
+    p.add_argument("--case", type=int, action="append", choices=range(len(CASES)),
+                   help="measure only these rows of CASES (0-based; default all)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     seconds, repeats = (0.15, 1) if args.quick else (1.5, 3)
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(args.threads)
     results = []
     for i, (engine, label, _, _) in enumerate(CASES):
+        if args.case and i not in args.case:
+            continue
         cmd = [sys.executable, __file__, "--child", str(i), "--threads", str(args.threads)]
         out = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
                              env=env, cwd=HERE)

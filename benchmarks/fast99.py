@@ -77,7 +77,7 @@ def numpy_engine(args, x, y):
         opt.lr = one_cycle(step, total, args.lr, args.warmup)
         _, dout = cross_entropy(model.forward(x[idx], train=True), y[idx], args.smoothing)
         opt.step(model.backward(dout))
-    return total, lambda xt: model.predict(xt, 2500)
+    return total, lambda xt: model.predict(xt, 1000)
 
 
 def torch_engine(args, x, y):
@@ -108,7 +108,7 @@ def torch_engine(args, x, y):
     def predict(xt: np.ndarray) -> np.ndarray:
         model.eval()
         xt = torch.from_numpy(xt)
-        return torch.cat([model(xt[i : i + 2500]).argmax(1) for i in range(0, len(xt), 2500)]).numpy()
+        return torch.cat([model(xt[i : i + 1000]).argmax(1) for i in range(0, len(xt), 1000)]).numpy()
 
     return total, predict
 
