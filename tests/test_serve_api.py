@@ -388,3 +388,24 @@ def test_concurrent_requests_share_a_forward_pass_with_the_same_answers(predicto
         assert (a["features"] is not None) == bool(i % 2)
         if i % 2:
             np.testing.assert_allclose(a["features"]["C3"], predictor.features(x)["C3"], atol=2e-3)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path_factory, data_root, capsys):
+    from lenet5.cli import main
+    from lenet5.commands.serve import load_predictors
+    from lenet5.weights import bundled_models
+
+    run = demo_checkpoint(tmp_path_factory.getbasetemp(), data_root)
+    bundled = [m["name"] for m in bundled_models()]
+    got = load_predictors([str(run), str(run / "checkpoint.safetensors")], bundled[:1])
+    assert [p.name for p in got] == ["serve-model", "serve-model", *bundled[:1]]
+    assert list(create_app(got).state.models) == ["serve-model", "serve-model-2", *bundled[:1]]
+    assert [p.name for p in load_predictors([], [])] == bundled  # default: every bundled model
+
+    assert main(["serve", "--checkpoint", str(tmp_path_factory.mktemp("empty"))]) == 1
+    assert "no checkpoint found" in capsys.readouterr().err
+    assert main(["serve", "--model", "no-such-model"]) == 1
+    assert "no bundled model 'no-such-model'" in capsys.readouterr().err
