@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         base.update(limit_train=2000 + args.val_split, epochs=1)
     tag = f"{args.preset}-{args.dataset}" + ("-val" if args.val_split else "") + ("-quick" if args.quick else "")
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), machine_info(args.threads)["load_average_1min"]
     runs = []
     for seed in seeds:
         out = Path(args.runs) / f"{tag}-s{seed}"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_config": json.loads((Path(runs[0]["run_dir"]) / "config.json").read_text()),
         "seeds": runs, "mean_accuracy_pct": mean, "std_accuracy_pct": std,
         "ensemble_errors": ens_errors, "ensemble_accuracy_pct": 100 * (1 - ens_errors / len(y)),
-        "wall_seconds": wall, "load_average_1min_at_end": machine_info(args.threads)["load_average_1min"],
+        "wall_seconds": wall, "load_average_1min_at_start": load_start, "load_average_1min_at_end": machine_info(args.threads)["load_average_1min"],
     }
     out = Path(args.json or Path(__file__).parent / "results" / f"modern-{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
