@@ -13,6 +13,7 @@ scaling). The recipes, stated in full in the JSON and the table:
   19.8% at 1e-2; 5e-3 as the cosine schedule's peak over ten epochs).
 
     python benchmarks/bench_fashion.py --data-dir ../shared/data [--only modern|1998] [--quick]
+    python benchmarks/bench_fashion.py --data-dir ../shared/data --only modern --val-split 10000 --set distort=false
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench_modern import parse_sets
 from common import machine_info
 from lenet5.checkpoint import versions
 from lenet5.config import resolve_config
@@ -41,17 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=sorted(RECIPES), action="append")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--val-split", type=int, default=0,
+                   help="hold out the last N training images; the table then reports them")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig field of every recipe (JSON value)")
     p.add_argument("--quick", action="store_true", help="2,000 images, 1 epoch each")
     p.add_argument("--runs", default="runs/bench-fashion")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
+    load_start = machine_info(args.threads)["load_average_1min"]
+    extra = parse_sets(args.set)
     results = []
     for key in args.only or list(RECIPES):
         preset, recipe = RECIPES[key]
-        out = Path(args.runs) / f"{key}{'-quick' if args.quick else ''}-s{args.seed}"
+        tag = "".join(f"-{k}{v}" for k, v in extra.items()) + ("-val" if args.val_split else "")
+        out = Path(args.runs) / f"{key}{tag}{'-quick' if args.quick else ''}-s{args.seed}"
         overrides = {**recipe, "dataset": "fashion-mnist", "data_dir": args.data_dir, "seed": args.seed,
-                     "threads": args.threads, "progress": False, "out": str(out)}
+                     "threads": args.threads, "progress": False, "out": str(out),
+                     "val_split": args.val_split, **extra}
         if args.quick:
             overrides.update(limit_train=2000, epochs=1)
         cfg = resolve_config(preset, overrides=overrides)
@@ -59,24 +69,31 @@ def main(argv: list[str] | None = None) -> int:
         last = train(cfg, log=lambda msg: print(msg, flush=True))
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         results.append({"recipe": key, "preset": preset, "train_config": cfg.to_dict(),
+                        "val_accuracy_pct": 100 * (1 - last["val_error"]) if args.val_split else None,
                         "test_accuracy_pct": 100 * (1 - last["test_error"]),
                         "test_errors": last["test_errors"], "best_epoch_accuracy_pct":
                         100 * (1 - min(r["test_error"] for r in history)),
                         "wall_seconds": time.perf_counter() - t0, "history": history})
 
-    print(f"\nFashion-MNIST test set (10,000 images), seed {args.seed}, {args.threads} thread(s)\n")
-    print("| model | recipe | epochs | test accuracy % (final epoch) | errors | train time s |")
+    split = f"validation (last {args.val_split} training images)" if args.val_split else "test (10,000 images)"
+    print(f"\nFashion-MNIST {split}, seed {args.seed}, {args.threads} thread(s)\n")
+    print("| model | recipe | epochs | accuracy % (final epoch) | errors | train time s |")
     print("|---|---|---|---|---|---|")
     for r in results:
         c = r["train_config"]
         recipe = (f"preset {r['preset']}" if r["preset"] else
                   f"{c['loss'].upper()} loss, {c['optimizer']} lr {c['lr']:g} {c['schedule']}, batch {c['batch_size']}")
-        print(f"| {c['model']} | {recipe} | {c['epochs']} | {r['test_accuracy_pct']:.2f} | "
-              f"{r['test_errors']} | {r['wall_seconds']:.0f} |")
+        if extra:
+            recipe += ", " + ", ".join(f"{k}={v}" for k, v in extra.items())
+        acc, errors = ((r["val_accuracy_pct"], r["history"][-1]["val_errors"]) if args.val_split
+                       else (r["test_accuracy_pct"], r["test_errors"]))
+        print(f"| {c['model']} | {recipe} | {c['epochs']} | {acc:.2f} | {errors} | {r['wall_seconds']:.0f} |")
 
-    result = {**machine_info(args.threads), "versions": versions(), "dataset": "fashion-mnist",
-              "seed": args.seed, "quick": args.quick, "results": results}
-    name = "fashion" + ("-quick" if args.quick else "") + ("-" + "-".join(args.only) if args.only else "")
+    result = {**machine_info(args.threads), "load_average_1min_at_start": load_start,
+              "versions": versions(), "dataset": "fashion-mnist", "seed": args.seed,
+              "val_split": args.val_split, "overrides": extra, "quick": args.quick, "results": results}
+    name = ("fashion" + ("-quick" if args.quick else "") + ("-" + "-".join(args.only) if args.only else "")
+            + tag)
     path = Path(args.json or Path(__file__).parent / "results" / f"{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
