@@ -1,5 +1,5 @@
-"""Helpers shared by the web-demo tests: a small trained model, MNIST digits as images, and a
-real ``lenet5 serve`` process on a free local port."""
+"""Helpers shared by the web-demo tests: the bundled model, MNIST digits as images, and a real
+``lenet5 serve`` process on a free local port."""
 
 from __future__ import annotations
 
@@ -15,21 +15,14 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from lenet5.config import resolve_config
 from lenet5.data import load_split
-from lenet5.train import train
+from lenet5.weights import get_bundled
 
 
-def demo_checkpoint(base: Path, data_root: Path) -> Path:
-    """A lenet5-modern run (batch-norm, 10k images, 1 epoch: ~97% on the test set), trained
-    once per pytest session: the first caller trains, later callers find it under ``base``."""
-    run = base / "serve-model"
-    if not (run / "checkpoint.safetensors").is_file():
-        cfg = resolve_config("batchnorm", overrides=dict(
-            data_dir=str(data_root), out=str(run), epochs=1, limit_train=10_000, threads=1,
-            progress=False, seed=0))
-        train(cfg, log=lambda *a: None)
-    return run
+def bundled_checkpoint() -> tuple[str, Path]:
+    """The default bundled model: ``(name, path of its .safetensors checkpoint)``."""
+    entry = get_bundled()
+    return entry["name"], Path(entry["path"])
 
 
 def mnist_test_digits(data_root: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,10 +48,10 @@ def free_port() -> int:
 class ServerProcess:
     """``lenet5 serve`` in a subprocess on 127.0.0.1; ``with`` waits for /healthz, then stops it."""
 
-    def __init__(self, checkpoint: Path, log: Path, timeout: float = 90.0):
+    def __init__(self, args: list[str], log: Path, timeout: float = 90.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "lenet5", "serve", "--checkpoint", str(checkpoint),
+        self.cmd = [sys.executable, "-m", "lenet5", "serve", *args,
                     "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         self.log, self.timeout = log, timeout
 

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import re
+import shutil
 import time
 import zlib
 
@@ -24,7 +25,7 @@ from lenet5.serve.app import PredictResponse
 from lenet5.serve.errors import DRAIN_FACTOR, BodySizeLimit
 from lenet5.serve.inputs import MAX_IMAGE_PIXELS
 from lenet5.transforms import Normalization
-from tests.serve_support import as_photo_png, demo_checkpoint, mnist_test_digits
+from tests.serve_support import as_photo_png, bundled_checkpoint, mnist_test_digits
 
 LIMIT = 2 * 1024 * 1024
 
@@ -37,8 +38,8 @@ def _one_torch_thread(_torch_threads):
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory, data_root) -> Predictor:
-    return Predictor.from_checkpoint(demo_checkpoint(tmp_path_factory.getbasetemp(), data_root), "bn")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(bundled_checkpoint()[1], "bn")
 
 
 @pytest.fixture(scope="module")
@@ -393,19 +394,22 @@ def test_concurrent_requests_share_a_forward_pass_with_the_same_answers(predicto
 # ----------------------------------------------------------------------------- the command
 
 
-def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path_factory, data_root, capsys):
+def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     from lenet5.cli import main
     from lenet5.commands.serve import load_predictors
     from lenet5.weights import bundled_models
 
-    run = demo_checkpoint(tmp_path_factory.getbasetemp(), data_root)
+    run = tmp_path / "my-run"  # a run directory, as `lenet5 train --out my-run` leaves it
+    run.mkdir()
+    shutil.copy(bundled_checkpoint()[1], run / "checkpoint.safetensors")
     bundled = [m["name"] for m in bundled_models()]
     got = load_predictors([str(run), str(run / "checkpoint.safetensors")], bundled[:1])
-    assert [p.name for p in got] == ["serve-model", "serve-model", *bundled[:1]]
-    assert list(create_app(got).state.models) == ["serve-model", "serve-model-2", *bundled[:1]]
+    assert [p.name for p in got] == ["my-run", "my-run", *bundled[:1]]
+    assert list(create_app(got).state.models) == ["my-run", "my-run-2", *bundled[:1]]
     assert [p.name for p in load_predictors([], [])] == bundled  # default: every bundled model
 
-    assert main(["serve", "--checkpoint", str(tmp_path_factory.mktemp("empty"))]) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["serve", "--checkpoint", str(tmp_path / "empty")]) == 1
     assert "no checkpoint found" in capsys.readouterr().err
     assert main(["serve", "--model", "no-such-model"]) == 1
     assert "no bundled model 'no-such-model'" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_support import ServerProcess, demo_checkpoint
+from tests.serve_support import ServerProcess, bundled_checkpoint
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "serve"
@@ -32,9 +32,11 @@ SEVEN_IN_TWO = [[(0.25, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.42, 0.85)]]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, data_root):
-    ckpt = demo_checkpoint(tmp_path_factory.getbasetemp(), data_root)
-    with ServerProcess(ckpt, tmp_path_factory.mktemp("serve") / "server.log") as s:
+def server(tmp_path_factory):
+    """``lenet5 serve --model NAME``: the bundled model (the page's default)."""
+    name = bundled_checkpoint()[0]
+    with ServerProcess(["--model", name], tmp_path_factory.mktemp("serve") / "server.log") as s:
+        s.model = name
         yield s
 
 
@@ -141,7 +143,7 @@ def test_draw_digits_with_a_mouse(server, browser):
     seen = watch(page, server.url)
     page.goto(server.url + "/")
     page.wait_for_selector("#model option", state="attached")
-    assert page.locator("#model").input_value() == "serve-model"
+    assert page.locator("#model").input_value() == server.model
     assert page.locator("#clear").is_disabled() and page.locator("#undo").is_disabled()
 
     for digit, strokes in DIGITS.items():
