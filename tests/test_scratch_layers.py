@@ -188,7 +188,7 @@ def test_gauss_newton_backward_matches_torch(name):
     torch.manual_seed(0)
     ref = T.LeNet5().double()
     module = getattr(ref, name)
-    layer = {"c1": L.Conv2d(1, 6, dtype=np.float64), "s2": L.Subsampling(6, "sum", np.float64),
+    layer = {"c1": L.Conv2d(1, 6, dtype=np.float64), "s2": L.Subsampling(6, ref.config.subsample, np.float64),
              "c3": L.TableConv(T.C3_TABLE, 6, dtype=np.float64),
              "f6": L.Linear(120, 84, dtype=np.float64)}[name]
     for pname, p in module.named_parameters():

@@ -22,11 +22,11 @@ def cfg_for(data_root, out, **kw):
 
 @pytest.mark.slow
 def test_modern_one_epoch_10k_accuracy_floor(data_root, tmp_path):
-    # Measured 96.76% with this recipe; issue 3 asks for 97%, not reached yet (see docs/results.md).
+    # Batch-norm preset, batch 16, one-cycle to 4e-3: measured 97.85% / 97.51% (seeds 0 / 1).
     cfg = cfg_for(data_root, tmp_path / "run", preset="batchnorm", epochs=1, limit_train=10000,
-                  batch_size=16, lr=2e-3)
+                  batch_size=16, lr=4e-3, schedule="onecycle")
     row = train(cfg, log=lambda *a: None)
-    assert 1 - row["test_error"] >= 0.96, row
+    assert 1 - row["test_error"] >= 0.97, row
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["test_errors"] == row["test_errors"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["limit_train"] == 10000
@@ -127,7 +127,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path
     import sys
     import time
 
-    args = ["--preset", "relu-maxpool", "--epochs", "3", "--limit-train", "6000", "--batch-size", "8",
+    args = ["--preset", "relu-maxpool", "--epochs", "3", "--limit-train", "2400", "--batch-size", "8",
             "--deterministic", "--distort", "--threads", "1", "--no-progress",
             "--data-dir", str(data_root)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -144,7 +144,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "epoch 1 did not finish in time"
         time.sleep(0.05)
-    time.sleep(0.5)  # well inside epoch 2 (an epoch here takes seconds)
+    time.sleep(0.3)  # inside epoch 2 (300 steps, over a second even on an idle machine)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
