@@ -56,7 +56,7 @@ class TrainConfig:
     sdlm_mu: float = 0.02
     sdlm_samples: int = 500
     label_smoothing: float = 0.0
-    ema: float = 0.0  # >0: evaluate an exponential moving average of the weights
+    ema: float = 0.0  # >0: keep, evaluate and save an average of the weights (lenet5.ema)
     # run
     seed: int = 0
     deterministic: bool = False
@@ -158,6 +158,7 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.engine in ("torch", "numpy"), f"engine must be torch or numpy, got {cfg.engine!r}"),
         (cfg.epochs >= 1, "epochs must be >= 1"),
+        (0.0 <= cfg.ema < 1.0, f"ema must be 0 (off) or a decay in (0, 1), got {cfg.ema}"),
         (cfg.batch_size >= 1, "batch_size must be >= 1"),
         (cfg.optimizer in ("sgd", "adam", "adamw", "sdlm"), f"unknown optimizer {cfg.optimizer!r}"),
         (cfg.schedule in ("none", "paper", "step", "cosine", "onecycle"), f"unknown schedule {cfg.schedule!r}"),

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import TrainConfig, validate
 from .data import get_spec, load_split
+from .ema import WeightAverage
 from .loader import TensorLoader
 from .losses import make_loss
 from .models import create_model, get_entry
@@ -268,6 +269,7 @@ def _train(cfg: TrainConfig, log) -> dict:
     start_epoch, history, resume_meta = 0, [], None
     if cfg.resume:
         state, opt_tensors, resume_meta = ckpt.read_checkpoint(run_dir)
+        opt_tensors, live_state, ema_steps = WeightAverage.split(opt_tensors)
         if resume_meta["model"] != cfg.model:
             raise ValueError(f"--resume: checkpoint holds {resume_meta['model']}, not {cfg.model}")
         start_epoch, history = resume_meta["epoch"], resume_meta.get("history", [])
@@ -279,10 +281,18 @@ def _train(cfg: TrainConfig, log) -> dict:
 
     torch.manual_seed(cfg.seed)  # initial weights depend on the seed alone
     engine = make_engine(cfg, model_config, device, ddp=world > 1)
+    averager = None
     if resume_meta is not None:
-        engine.load_state_dict(state)
+        engine.load_state_dict(state)  # the averaged weights, when the run kept an average
+        if cfg.ema:
+            averager = WeightAverage(cfg.ema, state, ema_steps)
+        if live_state is not None:
+            engine.load_state_dict(live_state)
         engine.load_optimizer_state(opt_tensors, resume_meta["optimizer"])
         say(f"resumed {run_dir} at epoch {start_epoch}/{cfg.epochs}")
+    elif cfg.ema:
+        averager = WeightAverage(cfg.ema, engine.state_dict())
+    averaged = averager.swapped_in if averager else (lambda engine: nullcontext())
 
     distortion = None
     if cfg.distort:
@@ -320,6 +330,8 @@ def _train(cfg: TrainConfig, log) -> dict:
             if per_step_lr:
                 engine.set_lr(lr_at(cfg.schedule, cfg.lr, epoch, step, steps, cfg.epochs))
             loss, errors = engine.train_step(x, y)
+            if averager:
+                averager.update(engine.state_dict())
             loss_sum, err_sum, seen = loss_sum + loss, err_sum + errors, seen + y.shape[0]
             if step % 200 == 199 or step == steps - 1:
                 running = float(loss_sum) / seen
@@ -331,7 +343,10 @@ def _train(cfg: TrainConfig, log) -> dict:
         bar.close()
         seconds = time.perf_counter() - t0
         seen_all = seen * world
-        test = evaluate_split(engine, x_test, y_test, norm, cfg.eval_batch_size, rank, world)
+        if averager:  # what the average buys: the live weights' test error too
+            raw = evaluate_split(engine, x_test, y_test, norm, cfg.eval_batch_size, rank, world)
+        with averaged(engine):
+            test = evaluate_split(engine, x_test, y_test, norm, cfg.eval_batch_size, rank, world)
         row = {
             "epoch": epoch + 1, "lr": lr,
             "train_loss": float(loss_sum) / seen, "train_error": float(err_sum) / seen,
@@ -339,18 +354,25 @@ def _train(cfg: TrainConfig, log) -> dict:
             "test_count": test["count"],
             "images_per_s": seen_all / seconds, "epoch_seconds": seconds,
         }
-        if cfg.eval_train:  # the paper's "training set error": fixed weights, every image once
-            tr = evaluate_split(engine, x_train, y_train, norm, cfg.eval_batch_size, rank, world)
-            row.update(train_set_error=tr["error"], train_set_errors=tr["errors"])
-        if val is not None:
-            v = evaluate_split(engine, val[0], val[1], norm, cfg.eval_batch_size, rank, world)
-            row.update(val_loss=v["loss"], val_error=v["error"], val_errors=v["errors"])
+        if averager:
+            row.update(raw_test_error=raw["error"], raw_test_errors=raw["errors"])
+        with averaged(engine):
+            if cfg.eval_train:  # the paper's "training set error": fixed weights, every image once
+                tr = evaluate_split(engine, x_train, y_train, norm, cfg.eval_batch_size, rank, world)
+                row.update(train_set_error=tr["error"], train_set_errors=tr["errors"])
+            if val is not None:
+                v = evaluate_split(engine, val[0], val[1], norm, cfg.eval_batch_size, rank, world)
+                row.update(val_loss=v["loss"], val_error=v["error"], val_errors=v["errors"])
         history.append(row)
         if is_main:
             if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
                 opt_tensors, opt_meta = engine.optimizer_state()
+                weights = engine.state_dict()
+                if averager:  # the average is the model; the live weights resume training
+                    weights = averager.shadow
+                    opt_tensors = {**opt_tensors, **averager.checkpoint_tensors(engine)}
                 ckpt.save_checkpoint(
-                    run_dir, engine.state_dict(),
+                    run_dir, weights,
                     {**meta_base, "epoch": epoch + 1, "metrics": row, "history": history,
                      "optimizer": opt_meta},
                     opt_tensors,

@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads for torch and NumPy's BLAS")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights")
     p.add_argument("--nproc", type=int, help="launch N processes through torchrun (DDP)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainConfig field, value parsed as JSON (repeatable); "
