@@ -285,6 +285,12 @@ def test_features_of_every_layer(predictor, mnist_test):
     assert all(np.isfinite(v).all() and v.std() > 0 for v in f.values())
     batch = predictor.features(mnist_test[0][:2].astype(np.float32) / 255)
     assert batch["C1"].shape == (2, 6, 28, 28)
+    # The server's one-pass path gives the same answers and maps as the two separate calls.
+    x = mnist_test[0][:5]
+    preds, maps = predictor.predict_with_features(x, top_k=2)
+    assert preds == predictor.predict(x, top_k=2)
+    for name, v in predictor.features(x).items():
+        np.testing.assert_array_equal(maps[name], v)
 
 
 def test_rendered_digits_accuracy(predictor, mnist_test, tmp_path):

@@ -320,7 +320,20 @@ class Predictor:
         For the RBF head also ``distances`` (the RBF outputs) and ``rubbish``: the MAP
         posterior's remaining mass, exp(-j) / Z.
         """
-        probs, raw = self.outputs(x)
+        return self._results(*self.outputs(x), top_k)
+
+    def predict_with_features(self, x: np.ndarray, top_k: int = 3) -> tuple[list[dict], dict]:
+        """``predict`` and ``features`` of a batch ``(N, 28, 28)`` from one forward pass."""
+        import torch
+
+        with torch.no_grad():
+            feats = self.model.features(self._input(x))
+            out = feats["out"].float()
+            probs = self.model.log_probs(out).exp().numpy()
+        maps = {name: feats[name.lower()].numpy() for name in LAYERS}
+        return self._results(probs, out.numpy(), top_k), maps
+
+    def _results(self, probs: np.ndarray, raw: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         k = max(1, min(int(top_k), probs.shape[1]))
         results = []
         for p, r in zip(probs, raw):

@@ -1,7 +1,7 @@
 """Dynamic batching: requests that arrive while the model is busy share its next forward pass.
 
 One worker thread per model takes every request waiting (up to ``max_batch``) and runs them as
-one ``Predictor.predict`` call (and one ``features`` call for those that asked for maps). A
+one forward pass: ``Predictor.predict``, or ``predict_with_features`` when any asked for maps. A
 LeNet-5 forward pass on 16 digits costs about twice one on a single digit, so under load each
 request pays a fraction of a pass; alone, a request goes through at once, with no added wait.
 Images are decoded and preprocessed before they get here, in the app's thread pool.
@@ -68,17 +68,18 @@ class Batcher:
 
     def _run(self, batch: list) -> list[dict]:
         xs = np.stack([job[0] for job in batch])  # (N, 28, 28)
-        preds = self.predictor.predict(xs, top_k=max(job[1] for job in batch))
-        wants = [i for i, job in enumerate(batch) if job[2]]
-        maps = self.predictor.features(xs[wants]) if wants else {}
+        top_k = max(job[1] for job in batch)
+        if any(job[2] for job in batch):  # one forward pass gives the maps and the answer
+            preds, maps = self.predictor.predict_with_features(xs, top_k)
+        else:
+            preds, maps = self.predictor.predict(xs, top_k), {}
         out = []
         for i, (x, top_k, features, *_) in enumerate(batch):
             r = jsonable(preds[i])
             r["top_k"] = r["top_k"][:top_k]
             if features:
-                j = wants.index(i)
                 r["input"] = rounded(x)
-                r["features"] = {k: rounded(maps[k][j]) for k in SHOWN_FEATURES}
+                r["features"] = {k: rounded(maps[k][i]) for k in SHOWN_FEATURES}
             out.append(r)
         return out
 
