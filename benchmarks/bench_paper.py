@@ -39,7 +39,12 @@ def main() -> int:
                    help="model option as model_args.NAME=JSON, or any TrainConfig field")
     p.add_argument("--out", default=None, help="run directory (default runs/bench-paper-...)")
     p.add_argument("--json", default=None, help="result file (default benchmarks/results/...)")
+    p.add_argument("--png", default=None, help="error-by-pass plot (default docs/curves-<tag>.png)")
+    p.add_argument("--replot", metavar="RESULT_JSON", help="only redraw the plot of a saved result")
     args = p.parse_args()
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        return plot(saved["per_pass"], saved["preset"], args.png or default_png(Path(args.replot)))
 
     preset = "paper-distort" if args.distort else "paper"
     overrides = dict(engine=args.engine, epochs=args.epochs, seed=args.seed, threads=1,
@@ -54,6 +59,8 @@ def main() -> int:
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     tag = f"{preset}-{args.engine}-e{args.epochs}" + (f"-n{args.limit_train}" if args.limit_train else "")
+    for item in args.set:  # e.g. --set ema=0.9999 -> ...-ema0.9999
+        tag += "-" + "".join(c for c in item.removeprefix("model_args.") if c.isalnum() or c in "._")
     run_dir = Path(args.out or f"runs/bench-{tag}-s{args.seed}")
     overrides["out"] = str(run_dir)
     cfg = resolve_config(preset, overrides=overrides)
@@ -86,6 +93,21 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+    return plot(rows, preset, args.png or default_png(out))
+
+
+def default_png(result_json: Path) -> Path:
+    return Path(__file__).parent.parent / "docs" / f"curves-{result_json.stem}.png"
+
+
+def plot(rows: list[dict], preset: str, png: Path) -> int:
+    """Test and training-set error by pass against the paper's Fig. 5 (lenet5.viz)."""
+    from lenet5.viz import save, training_curves
+
+    last = rows[-1]
+    title = (f"lenet5-1998, {preset}: test error {100 * last['test_error']:.2f}% after pass "
+             f"{last['epoch']} (paper {'0.80' if preset == 'paper-distort' else '0.95'}%)")
+    print(f"wrote {save(training_curves(rows, 'lenet5-1998', title), png)}")
     return 0
 
 

@@ -6,8 +6,9 @@ not drag the random initialisation along. Evaluation, the saved weights and ever
 reads them (``lenet5 evaluate``, ``predict``, ``bundle``) see the average; the live weights
 the optimiser keeps moving are stored beside the optimiser state so ``--resume`` is exact.
 
-The engine is only asked for ``state_dict()`` (live views for PyTorch on the CPU, copies for
-NumPy) and ``load_state_dict()``, so the same code serves both.
+The engine is only asked for its state (``live_state()`` where it has one, else
+``state_dict()``, which is live views for PyTorch on the CPU) and ``load_state_dict()``, so
+the same code serves both.
 """
 
 from __future__ import annotations

@@ -76,6 +76,10 @@ class NumpyEngine:
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
 
+    def live_state(self) -> dict[str, np.ndarray]:
+        """The live arrays, for a per-step weight average (no copy)."""
+        return self.model.live_state()
+
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict(state)
 

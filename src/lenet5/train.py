@@ -293,6 +293,7 @@ def _train(cfg: TrainConfig, log) -> dict:
     elif cfg.ema:
         averager = WeightAverage(cfg.ema, engine.state_dict())
     averaged = averager.swapped_in if averager else (lambda engine: nullcontext())
+    live_state = getattr(engine, "live_state", engine.state_dict)  # no copies where it can
 
     distortion = None
     if cfg.distort:
@@ -331,7 +332,7 @@ def _train(cfg: TrainConfig, log) -> dict:
                 engine.set_lr(lr_at(cfg.schedule, cfg.lr, epoch, step, steps, cfg.epochs))
             loss, errors = engine.train_step(x, y)
             if averager:
-                averager.update(engine.state_dict())
+                averager.update(live_state())
             loss_sum, err_sum, seen = loss_sum + loss, err_sum + errors, seen + y.shape[0]
             if step % 200 == 199 or step == steps - 1:
                 running = float(loss_sum) / seen

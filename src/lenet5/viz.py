@@ -141,8 +141,15 @@ def training_curves(history: list[dict], model: str = "", title: str = "") -> Fi
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ep = [r["epoch"] for r in history]
-    ax.plot(ep, [100 * r["train_error"] for r in history], "o-", color="#2c7fb8", label="training error")
+    if all("train_set_error" in r for r in history):  # the paper's: fixed weights, whole set
+        ax.plot(ep, [100 * r["train_set_error"] for r in history], "o-", color="#2c7fb8",
+                label="training-set error (after the epoch)")
+    else:  # running error over the epoch's (possibly distorted) batches
+        ax.plot(ep, [100 * r["train_error"] for r in history], "o-", color="#2c7fb8", label="training error")
     ax.plot(ep, [100 * r["test_error"] for r in history], "s-", color="#d95f0e", label="test error")
+    if all("raw_test_error" in r for r in history):  # --ema: the live weights beside the average
+        ax.plot(ep, [100 * r["raw_test_error"] for r in history], "s:", color="#d95f0e", mfc="none",
+                label="test error, live weights (without the average)")
     if all("val_error" in r for r in history):
         ax.plot(ep, [100 * r["val_error"] for r in history], "^-", color="#31a354", label="validation error")
     if model == "lenet5-1998":

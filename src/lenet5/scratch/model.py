@@ -59,6 +59,10 @@ class Model:
         """The live trainable arrays by torch name (optimisers update them in place)."""
         return self._named("params")
 
+    def live_state(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers as the live arrays (no copies; do not write to them)."""
+        return {**self._named("params"), **self._named("buffers")}
+
     def grads(self) -> dict[str, np.ndarray]:
         return self._named("grads")
 
