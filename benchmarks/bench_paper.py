@@ -41,7 +41,11 @@ def main() -> int:
     p.add_argument("--json", default=None, help="result file (default benchmarks/results/...)")
     p.add_argument("--png", default=None, help="error-by-pass plot (default docs/curves-<tag>.png)")
     p.add_argument("--replot", metavar="RESULT_JSON", help="only redraw the plot of a saved result")
+    p.add_argument("--table", nargs="+", metavar="RESULT_JSON",
+                   help="only print saved results side by side (one column per file)")
     args = p.parse_args()
+    if args.table:
+        return table([json.loads(Path(f).read_text()) for f in args.table])
     if args.replot:
         saved = json.loads(Path(args.replot).read_text())
         return plot(saved["per_pass"], saved["preset"], args.png or default_png(Path(args.replot)))
@@ -65,6 +69,7 @@ def main() -> int:
     overrides["out"] = str(run_dir)
     cfg = resolve_config(preset, overrides=overrides)
 
+    info = machine_info(threads=1)  # the commit and load as the run starts
     t0 = time.perf_counter()
     train(cfg, log=lambda msg: print(msg, flush=True))
     wall = time.perf_counter() - t0
@@ -84,7 +89,7 @@ def main() -> int:
           f"{'0.80' if args.distort else '0.95'}%")
 
     result = {
-        **machine_info(threads=1), "preset": preset, "engine": args.engine, "seed": args.seed,
+        **info, "preset": preset, "engine": args.engine, "seed": args.seed,
         "run_dir": str(run_dir), "train_config": json.loads((run_dir / "config.json").read_text()),
         "wall_seconds": wall, "per_pass": rows, "paper_fig5": PAPER_FIG5,
         "final_test_error": final["test_error"], "final_test_errors": final["test_errors"],
@@ -94,6 +99,26 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return plot(rows, preset, args.png or default_png(out))
+
+
+def table(results: list[dict]) -> int:
+    """Markdown: test error (training-set error) per pass for each saved run, and Fig. 5."""
+    heads = [f"{r['preset']} {r['engine']} seed {r['seed']}"
+             + (f" ({', '.join(k + '=' + str(r['train_config'][k]) for k in ('ema',) if r['train_config'].get(k))})")
+             .replace(" ()", "") for r in results]
+    print("| pass | eta | " + " | ".join(f"{h}: test % (train-set %)" for h in heads) + " | paper Fig. 5 % |")
+    print("|---|---|" + "---|" * len(results) + "---|")
+    for i in range(max(len(r["per_pass"]) for r in results)):
+        cells = []
+        for r in results:
+            row = r["per_pass"][i] if i < len(r["per_pass"]) else None
+            cells.append(f"{100 * row['test_error']:.2f} ({100 * row['train_set_error']:.2f})" if row else "")
+        lr = next(r["per_pass"][i]["lr"] for r in results if i < len(r["per_pass"]))
+        paper = PAPER_FIG5[i] if i < len(PAPER_FIG5) else ("about 0.95" if i == len(results[0]["per_pass"]) - 1 else "")
+        print(f"| {i + 1} | {lr:.0e} | " + " | ".join(cells) + f" | {paper} |")
+    print("| wall | | " + " | ".join(f"{r['wall_seconds'] / 60:.0f} min" for r in results) + " | 2-3 days |")
+    print("| commit | | " + " | ".join(r["git_commit"][:7] for r in results) + " | |")
+    return 0
 
 
 def default_png(result_json: Path) -> Path:
