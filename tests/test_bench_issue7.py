@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def run_quick(script: str, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--json", str(out), *args],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "|---|" in proc.stdout  # the markdown table
     result = json.loads(out.read_text())

@@ -93,7 +93,7 @@ def make_bundle(
         "model": meta["model"],
         "preset": cfg.get("preset"),
         "head": meta.get("head"),
-        "params": int(sum(v.size for k, v in tensors.items() if "running_" not in k and "num_batches" not in k)),
+        "params": trainable_parameters(path),
         "file": path.name,
         "bytes": size,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -121,13 +121,19 @@ def make_bundle(
     return card
 
 
+def trainable_parameters(path: Path) -> int:
+    """Trainable parameters only: not batch-norm statistics, not the RBF's fixed prototypes."""
+    model, _ = ckpt.load_model(path)
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
 def card_markdown(card: dict) -> str:
     t = card["test"]
     preset = f" (preset `{card['preset']}`)" if card["preset"] else ""
     lines = [
         f"# Model card: {card['name']}",
         "",
-        f"`{card['model']}`{preset}, {card['head']} head, {card['params']:,} parameters; "
+        f"`{card['model']}`{preset}, {card['head']} head, {card['params']:,} trainable parameters; "
         f"`{card['file']}` is {card['bytes']:,} bytes, sha256 `{card['sha256'][:16]}...`.",
         "",
         "## Result",
