@@ -6,6 +6,8 @@ the test error after every pass next to the paper's Fig. 5 and writes JSON + a m
     python benchmarks/bench_paper.py --data-dir ../shared/data               # 20 passes
     python benchmarks/bench_paper.py --data-dir ../shared/data --distort     # Section III-C-2
     python benchmarks/bench_paper.py --data-dir ../shared/data --epochs 1 --limit-train 10000
+    python benchmarks/bench_paper.py --data-dir ../shared/data --quick      # < 1 min, a smoke run
+    python benchmarks/bench_paper.py --table benchmarks/results/paper-*.json   # saved runs side by side
 
 The NumPy engine is the default here because at batch 1 it is about 3x faster per pattern than
 PyTorch on this CPU (docs/results.md); ``--engine torch`` runs the same recipe in PyTorch.
@@ -31,6 +33,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=False)
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy")
+    p.add_argument("--quick", action="store_true",
+                   help="2 passes over 1,000 images, curvature on 100 (under a minute)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--distort", action="store_true")
@@ -51,6 +55,9 @@ def main() -> int:
         return plot(saved["per_pass"], saved["preset"], args.png or default_png(Path(args.replot)))
 
     preset = "paper-distort" if args.distort else "paper"
+    if args.quick:
+        args.epochs, args.limit_train = 2, args.limit_train or 1000
+        args.set = [*args.set, "sdlm_samples=100"]
     overrides = dict(engine=args.engine, epochs=args.epochs, seed=args.seed, threads=1,
                      progress=False, eval_train=True, limit_train=args.limit_train)
     for item in args.set:
@@ -98,7 +105,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    return plot(rows, preset, args.png or default_png(out))
+    png = args.png or (out.with_suffix(".png") if args.quick else default_png(out))
+    return plot(rows, preset, png)
 
 
 def table(results: list[dict]) -> int:

@@ -1,4 +1,4 @@
-"""The quick modes of the issue #7 benchmarks (runs 4-7) still run and write their JSON."""
+"""The quick modes of the issue #7 benchmarks (runs 1-7) still run and write their JSON."""
 
 from __future__ import annotations
 
@@ -21,6 +21,18 @@ def run_quick(script: str, tmp_path: Path, *args: str) -> dict:
     result = json.loads(out.read_text())
     assert result["command"].startswith("python") and result["threads"] >= 1
     return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--distort", "--set", "ema=0.999"]])
+def test_bench_paper_quick(tmp_path, data_root, extra):
+    r = run_quick("bench_paper.py", tmp_path, "--data-dir", str(data_root), *extra)
+    assert r["train_config"]["optimizer"] == "sdlm" and r["train_config"]["batch_size"] == 1
+    assert [p["epoch"] for p in r["per_pass"]] == [1, 2] and r["paper_fig5"][0] == 2.67
+    assert all(0 <= p["train_set_error"] <= 1 for p in r["per_pass"])
+    assert (tmp_path / "result.png").stat().st_size > 10_000  # the plot against Fig. 5
+    if extra:
+        assert r["train_config"]["distort"] and "raw_test_error" in r["per_pass"][0]
 
 
 @pytest.mark.slow
