@@ -97,7 +97,7 @@ def brute_force_gn(model, x, layer_names):
         name = layer_names[k]
         layer = getattr(model, name)
         a = pre[k]
-        fprime = torch.autograd.functional.jacobian(lambda t: 1.7159 * torch.tanh(2 / 3 * t), a).reshape(a.numel(), a.numel()).diagonal()
+        fprime = torch.autograd.functional.vjp(lambda t: 1.7159 * torch.tanh(2 / 3 * t), a, torch.ones_like(a))[1].flatten()  # elementwise: the Jacobian's diagonal
         d2a = d2.flatten() * fprime**2
         x_in = acts[k].flatten(1) if name == "f6" else acts[k]
         params = dict(layer.named_parameters())
@@ -111,22 +111,22 @@ def brute_force_gn(model, x, layer_names):
                 win = x_in.reshape(b, ch, hh // 2, 2, ww // 2, 2)
                 taps = win * (layer.tap * w4)[None, :, None, :, None, :]
                 return (taps.sum((3, 5)) + layer.bias[:, None, None]).flatten()
-            jac = torch.autograd.functional.jacobian(sub, p4).reshape(a.numel(), -1)
+            jac = torch.autograd.functional.jacobian(sub, p4, vectorize=True).reshape(a.numel(), -1)
             result[f"{name}.weight"] = (d2a[:, None] * jac**2).sum(0).reshape(c.shape).sum((1, 2))
             jb = torch.autograd.functional.jacobian(
                 lambda bb: (layer.weight[:, None, None] * layer.tap * win_sum(x_in) + bb[:, None, None]).flatten(),
-                layer.bias).reshape(a.numel(), -1)
+                layer.bias, vectorize=True).reshape(a.numel(), -1)
             result[f"{name}.bias"] = (d2a[:, None] * jb**2).sum(0)
             params = {}
         for pname, p in params.items():
             def f(w, pname=pname):
                 return torch.func.functional_call(layer, {**params, pname: w}, (x_in,)).flatten()
-            jac = torch.autograd.functional.jacobian(f, p).reshape(a.numel(), -1)
+            jac = torch.autograd.functional.jacobian(f, p, vectorize=True).reshape(a.numel(), -1)
             # h_kk = sum over connections of d2E/da^2 * (da/dw_k)^2 (cross terms dropped)
             result[f"{name}.{pname}"] = (d2a[:, None] * jac**2).sum(0).reshape(p.shape)
         if k == 0:
             break  # nothing below C1 needs d2
-        jx = torch.autograd.functional.jacobian(lambda t: layer(t).flatten(), x_in).reshape(a.numel(), -1)
+        jx = torch.autograd.functional.jacobian(lambda t: layer(t).flatten(), x_in, vectorize=True).reshape(a.numel(), -1)
         d2 = ((jx**2) * d2a[:, None]).sum(0).reshape(acts[k].shape)
     return result
 
