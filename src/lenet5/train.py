@@ -293,7 +293,7 @@ def _train(cfg: TrainConfig, log) -> dict:
     elif cfg.ema:
         averager = WeightAverage(cfg.ema, engine.state_dict())
     averaged = averager.swapped_in if averager else (lambda engine: nullcontext())
-    live_state = getattr(engine, "live_state", engine.state_dict)  # no copies where it can
+    current_state = getattr(engine, "live_state", engine.state_dict)  # no copies where it can
 
     distortion = None
     if cfg.distort:
@@ -332,7 +332,7 @@ def _train(cfg: TrainConfig, log) -> dict:
                 engine.set_lr(lr_at(cfg.schedule, cfg.lr, epoch, step, steps, cfg.epochs))
             loss, errors = engine.train_step(x, y)
             if averager:
-                averager.update(live_state())
+                averager.update(current_state())
             loss_sum, err_sum, seen = loss_sum + loss, err_sum + errors, seen + y.shape[0]
             if step % 200 == 199 or step == steps - 1:
                 running = float(loss_sum) / seen
@@ -344,26 +344,25 @@ def _train(cfg: TrainConfig, log) -> dict:
         bar.close()
         seconds = time.perf_counter() - t0
         seen_all = seen * world
+        extra: dict = {}
         if averager:  # what the average buys: the live weights' test error too
             raw = evaluate_split(engine, x_test, y_test, norm, cfg.eval_batch_size, rank, world)
-        with averaged(engine):
+            extra.update(raw_test_error=raw["error"], raw_test_errors=raw["errors"])
+        with averaged(engine):  # one swap for every evaluation of the epoch
             test = evaluate_split(engine, x_test, y_test, norm, cfg.eval_batch_size, rank, world)
+            if cfg.eval_train:  # the paper's "training set error": fixed weights, every image once
+                tr = evaluate_split(engine, x_train, y_train, norm, cfg.eval_batch_size, rank, world)
+                extra.update(train_set_error=tr["error"], train_set_errors=tr["errors"])
+            if val is not None:
+                v = evaluate_split(engine, val[0], val[1], norm, cfg.eval_batch_size, rank, world)
+                extra.update(val_loss=v["loss"], val_error=v["error"], val_errors=v["errors"])
         row = {
             "epoch": epoch + 1, "lr": lr,
             "train_loss": float(loss_sum) / seen, "train_error": float(err_sum) / seen,
             "test_loss": test["loss"], "test_error": test["error"], "test_errors": test["errors"],
             "test_count": test["count"],
-            "images_per_s": seen_all / seconds, "epoch_seconds": seconds,
+            "images_per_s": seen_all / seconds, "epoch_seconds": seconds, **extra,
         }
-        if averager:
-            row.update(raw_test_error=raw["error"], raw_test_errors=raw["errors"])
-        with averaged(engine):
-            if cfg.eval_train:  # the paper's "training set error": fixed weights, every image once
-                tr = evaluate_split(engine, x_train, y_train, norm, cfg.eval_batch_size, rank, world)
-                row.update(train_set_error=tr["error"], train_set_errors=tr["errors"])
-            if val is not None:
-                v = evaluate_split(engine, val[0], val[1], norm, cfg.eval_batch_size, rank, world)
-                row.update(val_loss=v["loss"], val_error=v["error"], val_errors=v["errors"])
         history.append(row)
         if is_main:
             if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
