@@ -111,9 +111,11 @@ def main() -> int:
 
 def table(results: list[dict]) -> int:
     """Markdown: test error (training-set error) per pass for each saved run, and Fig. 5."""
-    heads = [f"{r['preset']} {r['engine']} seed {r['seed']}"
-             + (f" ({', '.join(k + '=' + str(r['train_config'][k]) for k in ('ema',) if r['train_config'].get(k))})")
-             .replace(" ()", "") for r in results]
+    def head(r: dict) -> str:
+        ema = r["train_config"].get("ema")
+        return f"{r['preset']} {r['engine']} seed {r['seed']}" + (f" (ema={ema})" if ema else "")
+
+    heads = [head(r) for r in results]
     print("| pass | eta | " + " | ".join(f"{h}: test % (train-set %)" for h in heads) + " | paper Fig. 5 % |")
     print("|---|---|" + "---|" * len(results) + "---|")
     for i in range(max(len(r["per_pass"]) for r in results)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from lenet5 import checkpoint as ckpt
 from lenet5.config import resolve_config
 from lenet5.ema import WeightAverage
-from lenet5.train import train
+from tests.train_support import train_straight_and_resumed
 
 
 def test_update_rule_with_warmup():
@@ -37,11 +38,8 @@ def cfg_for(data_root, out, **kw):
 
 @pytest.mark.parametrize("engine", ["torch", "numpy"])
 def test_saved_weights_are_the_average_and_resume_is_exact(data_root, tmp_path, engine):
-    kw = dict(engine=engine, model_args={"batchnorm": True})
-    train(cfg_for(data_root, tmp_path / "straight", epochs=2, **kw), log=lambda *a: None)
-    train(cfg_for(data_root, tmp_path / "split", epochs=1, **kw), log=lambda *a: None)
-    train(cfg_for(data_root, tmp_path / "split", epochs=2, resume=str(tmp_path / "split"), **kw),
-          log=lambda *a: None)
+    train_straight_and_resumed(partial(cfg_for, data_root), tmp_path, engine=engine,
+                               model_args={"batchnorm": True})
     a, opt_a, meta = ckpt.read_checkpoint(tmp_path / "straight")
     b, opt_b, _ = ckpt.read_checkpoint(tmp_path / "split")
     for k in a:

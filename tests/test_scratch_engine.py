@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from lenet5 import checkpoint as ckpt
 from lenet5.config import resolve_config
 from lenet5.scratch import from_checkpoint
 from lenet5.train import train
+from tests.train_support import train_straight_and_resumed
 
 
 def cfg_for(data_root, out, **kw):
@@ -20,11 +23,8 @@ def cfg_for(data_root, out, **kw):
 def test_numpy_engine_trains_saves_and_resumes(data_root, tmp_path):
     kw = dict(model="lenet5-1998", optimizer="adam", lr=3e-3, batch_size=16, limit_train=1000,
               eval_batch_size=2000)
-    row = train(cfg_for(data_root, tmp_path / "straight", epochs=2, **kw), log=lambda *a: None)
+    *_, row = train_straight_and_resumed(partial(cfg_for, data_root), tmp_path, **kw)
     assert row["test_error"] < 0.5  # learnt something in 2,000 patterns
-    train(cfg_for(data_root, tmp_path / "split", epochs=1, **kw), log=lambda *a: None)
-    train(cfg_for(data_root, tmp_path / "split", epochs=2, resume=str(tmp_path / "split"), **kw),
-          log=lambda *a: None)
     straight, _, meta = ckpt.read_checkpoint(tmp_path / "straight")
     split, _, _ = ckpt.read_checkpoint(tmp_path / "split")
     assert meta["engine"] == "numpy" and meta["epoch"] == 2

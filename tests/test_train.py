@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from lenet5.cli import main
 from lenet5.config import resolve_config
 from lenet5.evaluate import classification_metrics
 from lenet5.train import train
+from tests.train_support import train_straight_and_resumed
 
 
 def cfg_for(data_root, out, **kw):
@@ -69,12 +71,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 def test_resume_gives_identical_weights(data_root, tmp_path):
-    kw = dict(preset="relu-maxpool", limit_train=640, deterministic=True, distort=True,
-              model_args={"dropout": 0.2})
-    train(cfg_for(data_root, tmp_path / "straight", epochs=2, **kw), log=lambda *a: None)
-    train(cfg_for(data_root, tmp_path / "split", epochs=1, **kw), log=lambda *a: None)
-    train(cfg_for(data_root, tmp_path / "split", epochs=2, resume=str(tmp_path / "split"), **kw),
-          log=lambda *a: None)
+    train_straight_and_resumed(partial(cfg_for, data_root), tmp_path, preset="relu-maxpool",
+                               limit_train=640, deterministic=True, distort=True,
+                               model_args={"dropout": 0.2})
     a, _, ma = ckpt.read_checkpoint(tmp_path / "straight")
     b, _, mb = ckpt.read_checkpoint(tmp_path / "split")
     assert ma["epoch"] == mb["epoch"] == 2
