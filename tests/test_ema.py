@@ -30,6 +30,13 @@ def test_update_rule_with_warmup():
         WeightAverage(1.0, w)
 
 
+def test_cli_refuses_a_decay_outside_0_1(capsys):
+    from lenet5.cli import main
+
+    assert main(["train", "--ema", "1.5", "--epochs", "1"]) == 1
+    assert "ema must be 0 (off) or a decay in (0, 1), got 1.5" in capsys.readouterr().err
+
+
 def cfg_for(data_root, out, **kw):
     base = dict(data_dir=str(data_root), out=str(out), progress=False, threads=2,
                 limit_train=512, deterministic=True, ema=0.99, batch_size=16)

@@ -41,7 +41,9 @@ def test_sdlm_one_pass_10k_accuracy_floor(data_root, tmp_path, engine, seed):
 
     Measured test accuracy: torch engine 94.78% / 95.41% / 95.90% (seeds 0 / 1 / 2), NumPy
     engine 95.76% / 96.02% (seeds 0 / 1); the two engines draw different initial weights from
-    the same seed. The seeds here are fixed and the runs deterministic, so the floor is exact.
+    the same seed (each measured with `lenet5 train --preset paper --epochs 1 --limit-train 10000
+    --deterministic --threads 1 --seed S --engine E`). The seeds here are fixed and the runs
+    deterministic, so the floor is exact.
     """
     cfg = cfg_for(data_root, tmp_path / "run", preset="paper", epochs=1, limit_train=10000,
                   engine=engine, seed=seed, deterministic=True, threads=1)
