@@ -22,6 +22,7 @@ from lenet5.models import create_model, get_entry
 from lenet5.predict import Predictor, load_image, preprocess
 from lenet5.serve import create_app
 from lenet5.serve.app import PredictResponse
+from lenet5.serve.batching import decode
 from lenet5.serve.errors import DRAIN_FACTOR, BodySizeLimit
 from lenet5.serve.inputs import MAX_IMAGE_PIXELS
 from lenet5.transforms import Normalization
@@ -118,7 +119,18 @@ def test_features_for_the_page(client, predictor, digits):
     np.testing.assert_allclose(c3, want["C3"], atol=5e-4)
     plain = client.post("/api/predict", json={"pixels": x.tolist()}).json()
     assert plain["features"] is None and plain["input"] is None
-    for answer in (r, plain):  # what /docs documents, key for key (the app does not re-validate)
+    compact = client.post("/api/predict?features=1&encoding=uint8", json={"pixels": x.tolist()})
+    assert len(compact.content) < len(json.dumps(r)) / 4
+    compact = compact.json()
+    assert compact["label"] == r["label"] and compact["probs"] == r["probs"]
+    for name, enc in [("input", compact["input"]), *compact["features"].items()]:
+        exact = x if name == "input" else want[name]
+        assert enc["shape"] == list(exact.shape) and enc["lo"] == pytest.approx(exact.min(), abs=1e-6)
+        step = (enc["hi"] - enc["lo"]) / 255  # one byte a number: off by half a step at most
+        np.testing.assert_allclose(decode(enc), exact, atol=step / 2 + 1e-6)
+        if name != "input":  # (an MNIST digit's 256 grey levels survive the bytes exactly)
+            assert np.abs(decode(enc) - exact).max() > 1e-4  # the bytes, not the lists
+    for answer in (r, plain, compact):  # what /docs documents, key for key (no re-validation)
         assert list(answer) == list(PredictResponse.model_fields)
         PredictResponse.model_validate_json(json.dumps(answer), strict=True)
 
@@ -139,6 +151,10 @@ def test_raw_image_body_json_preprocess_top_k_and_model_choice(client, predictor
 
     r = client.post("/api/predict?top_k=5&model=second", json={"pixels": x.tolist()}).json()
     assert r["model"] == "second" and len(r["top_k"]) == 5
+    for flag, maps in [("true", True), ("on", True), ("Yes", True), ("0", False), ("off", False)]:
+        r = client.post(f"/api/predict?features={flag}&top_k=10&other=ignored",
+                        json={"pixels": x.tolist()}).json()
+        assert (r["features"] is not None) == maps and len(r["top_k"]) == 10, flag
     r = client.post("/api/predict", files={"image": ("d.png", png, "image/png")},
                     data={"model": "second"}).json()
     assert r["model"] == "second"
@@ -232,8 +248,11 @@ BAD = {
                        "headers": {"content-type": "application/json"}}, 400, "nested|not valid"),
     "text/plain": ({"content": b"1 2 3", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
     "no content type": ({"content": b"1 2 3"}, 415, "unsupported content type"),
-    "bad top_k": ({"json": {"pixels": GOOD}, "params": {"top_k": 0}}, 422, "top_k"),
+    "bad top_k": ({"json": {"pixels": GOOD}, "params": {"top_k": 0}}, 422, "top_k.*from 1 to 10, got '0'"),
+    "top_k not a number": ({"json": {"pixels": GOOD}, "params": {"top_k": "3.5"}}, 422, "top_k"),
     "bad features flag": ({"json": {"pixels": GOOD}, "params": {"features": "maybe"}}, 422, "features"),
+    "bad encoding": ({"json": {"pixels": GOOD}, "params": {"features": 1, "encoding": "png"}}, 422,
+                     "encoding.*'lists' or 'uint8'"),
     "over 2 MB": ({"content": b"\x00" * (LIMIT + 1), "headers": {"content-type": "image/png"}},
                   413, "2,097,153 bytes is over the 2,097,152-byte limit"),
 }
@@ -345,6 +364,7 @@ def test_openapi_documents_the_api(client):
     spec = client.get("/openapi.json").json()
     post = spec["paths"]["/api/predict"]["post"]
     assert {"multipart/form-data", "application/json"} <= set(post["requestBody"]["content"])
+    assert [q["name"] for q in post["parameters"]] == ["model", "features", "encoding", "top_k"]
     assert {"/api/models", "/healthz"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
 
@@ -420,3 +440,5 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     assert "no checkpoint found" in capsys.readouterr().err
     assert main(["serve", "--model", "no-such-model"]) == 1
     assert "no bundled model 'no-such-model'" in capsys.readouterr().err
+    assert main(["serve", "--workers", "0"]) == 1
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err

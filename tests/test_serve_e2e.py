@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.serve_support import ServerProcess, bundled_checkpoint
@@ -158,6 +159,15 @@ def test_draw_digits_with_a_mouse(server, browser):
             "c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)"
             ".filter((v, i) => i % 4 === 0 && v > 128).length")
         assert 20 < ink < 400, ink
+        # The maps arrive as bytes (encoding=uint8); decoded and drawn, each layer spans black
+        # to white on its own scale, and its maps differ (a ReLU map may be all 0 for a digit).
+        for layer, size in (("c1", 28), ("c3", 10)):
+            greys = page.locator(f"#{layer} canvas").evaluate_all(
+                f"cs => cs.map(c => Array.from(c.getContext('2d').getImageData(0, 0, {size}, {size})"
+                ".data).filter((v, i) => i % 4 === 0))")
+            greys = np.array(greys)
+            assert greys.min() == 0 and greys.max() == 255, layer
+            assert len({g.tobytes() for g in greys}) > len(greys) // 2, layer
         page.screenshot(path=str(ARTIFACTS / f"digit-{digit}.png"))
 
     # Clear, with the keyboard: focus the button and press Enter.

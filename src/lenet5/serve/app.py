@@ -5,7 +5,8 @@ Routes:
 - ``GET /``: the page (``static/``: plain HTML, CSS and JS, no CDN, no external fonts);
 - ``POST /api/predict``: an image or 28x28 pixels in, label, probabilities, top-k, latency and
   model name out; ``?features=1`` adds the 28x28 input as the model saw it and the C1 and C3
-  feature maps (the page draws them, like LeCun's 1993 demo);
+  feature maps (the page draws them, like LeCun's 1993 demo), as nested lists or, with
+  ``&encoding=uint8`` (what the page asks for), one byte a number in base64;
 - ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs``.
 
 Models are loaded once, before the app is made (:func:`create_app` takes them ready and runs
@@ -16,27 +17,39 @@ thread per model, which gives requests that arrive together one forward pass.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic_core import to_json
-from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from .batching import Batcher
 from .errors import MAX_BODY_BYTES, APIError, BodySizeLimit, install_error_handlers
-from .inputs import model_input, read_payload
+from .inputs import QUERY_PARAMETERS, model_input, read_options, read_payload
 
 STATIC = Path(__file__).with_name("static")
+# Threads that decode and preprocess uploads, off the event loop (lighter than anyio's pool).
+DECODE_THREADS = 4
 # The page loads nothing from elsewhere; the browser enforces it.
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'")
+
+
+class EncodedArray(BaseModel):
+    """An array in one byte a number (``encoding=uint8``): value = lo + (hi - lo) * byte / 255."""
+
+    shape: list[int]
+    lo: float
+    hi: float
+    data: str = Field(description="row-major uint8 bytes, base64")
 
 
 class PredictResponse(BaseModel):
@@ -48,8 +61,8 @@ class PredictResponse(BaseModel):
     rubbish: float | None = None  # map-rbf: the posterior mass of "none of these"
     distances: list[float] | None = None  # map-rbf: the RBF outputs (distance to each prototype)
     latency_ms: float
-    input: list[list[float]] | None = None
-    features: dict[str, list[list[list[float]]]] | None = None
+    input: list[list[float]] | EncodedArray | None = None
+    features: dict[str, list[list[list[float]]] | EncodedArray] | None = None
 
 
 class ModelInfo(BaseModel):
@@ -60,7 +73,7 @@ class ModelInfo(BaseModel):
     test_error: float | None = None
 
 
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
+PREDICT_DOC = {"parameters": QUERY_PARAMETERS, "requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "string", "format": "binary", "description": "a digit image (PNG, JPEG, ...)"},
         "model": {"type": "string", "description": "a name from /api/models"},
@@ -85,12 +98,20 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         p.features(np.zeros((28, 28), np.float32))
         p.predict(np.zeros((28, 28), np.float32))
     batchers = {name: Batcher(p) for name, p in models.items()}
+    decoders: list[ThreadPoolExecutor] = []  # images are decoded here: started on first use
+
+    def decode_image(payload):
+        if not decoders:
+            decoders.append(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode"))
+        return asyncio.get_running_loop().run_in_executor(decoders[0], model_input, payload)
 
     @asynccontextmanager
     async def lifespan(app):
         yield
         for b in batchers.values():
             b.close()
+        while decoders:
+            decoders.pop().shutdown(wait=False)
 
     app = FastAPI(title="lenet5: draw a digit", version=__version__, lifespan=lifespan,
                   description="LeNet-5 reads a handwritten digit. Errors are 4xx JSON "
@@ -112,23 +133,22 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     def list_models() -> list[dict]:
         return [describe(name, p, name == default) for name, p in models.items()]
 
-    @app.post("/api/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
+    @app.post("/api/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC,
               responses={c: {"description": d} for c, d in [
                   (400, "malformed body"), (413, "body too large"), (415, "unsupported content type"),
                   (422, "not an image, no digit, wrong shape or values, unknown model")]})
-    async def predict(
-        request: Request,
-        model: str | None = Query(None, description="a name from /api/models (default: the first)"),
-        features: bool = Query(False, description="add the 28x28 input and the C1, C3 feature maps"),
-        top_k: int = Query(3, ge=1, le=10),
-    ) -> Response:
+    async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
+        opts = read_options(request.query_params)
         payload = await read_payload(request)
-        name = payload.model or model or default
+        name = payload.model or opts.model or default
         if name not in models:
             raise APIError(422, f"unknown model {name!r}; loaded: {', '.join(models)}")
-        x28 = await run_in_threadpool(model_input, payload)  # decode + preprocess: CPU work
-        out = await batchers[name](x28, top_k, features)
+        if payload.image is not None or payload.preprocess:  # decode + preprocess: CPU work
+            x28 = await decode_image(payload)
+        else:  # 28x28 pixels, checked as they were read
+            x28 = model_input(payload)
+        out = await batchers[name](x28, opts.top_k, opts.encoding if opts.features else None)
         out.update(model=name, latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
         out = {k: out.get(k) for k in PredictResponse.model_fields}  # the documented keys, always
         # Built from checked inputs, so it is not validated again against PredictResponse (which

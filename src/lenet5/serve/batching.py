@@ -10,6 +10,7 @@ Images are decoded and preprocessed before they get here, in the app's thread po
 from __future__ import annotations
 
 import asyncio
+import base64
 import queue
 import threading
 
@@ -26,8 +27,9 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    async def __call__(self, x28: np.ndarray, top_k: int, features: bool) -> dict:
-        """The prediction for one (28, 28) input: label, probs, top_k (+ input, features)."""
+    async def __call__(self, x28: np.ndarray, top_k: int, features: str | None) -> dict:
+        """The prediction for one (28, 28) input: label, probs, top_k; with ``features`` (an
+        encoding: ``"lists"`` or ``"uint8"``, see :func:`encode`) also input and feature maps."""
         with self._lock:  # started on first use, again after close()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, daemon=True,
@@ -78,10 +80,35 @@ class Batcher:
             r = jsonable(preds[i])
             r["top_k"] = r["top_k"][:top_k]
             if features:
-                r["input"] = rounded(x)
-                r["features"] = {k: rounded(maps[k][i]) for k in SHOWN_FEATURES}
+                r["input"] = encode(x, features)
+                r["features"] = {k: encode(maps[k][i], features) for k in SHOWN_FEATURES}
             out.append(r)
         return out
+
+
+def encode(a, encoding: str):
+    """An array for JSON: ``"lists"``, nested lists rounded to 3 decimals (easy to read, about
+    5 bytes a number); or ``"uint8"``, what the page asks for, one byte a number:
+    ``{"shape", "lo", "hi", "data"}`` with ``data`` the row-major bytes in base64 and each value
+    ``lo + (hi - lo) * byte / 255`` (error at most (hi - lo) / 510; one scale for the whole
+    array, so a layer's weak maps stay weak)."""
+    if encoding == "lists":
+        return rounded(a)
+    if encoding != "uint8":
+        raise ValueError(f"unknown encoding {encoding!r}; expected 'lists' or 'uint8'")
+    a = np.asarray(a, np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    q = np.rint((a - lo) * (255.0 / (hi - lo))) if hi > lo else np.zeros(a.shape)
+    return {"shape": list(a.shape), "lo": lo, "hi": hi,
+            "data": base64.b64encode(q.astype(np.uint8).tobytes()).decode("ascii")}
+
+
+def decode(enc) -> np.ndarray:
+    """The inverse of :func:`encode` (for clients and tests): a float32 array."""
+    if isinstance(enc, list):
+        return np.asarray(enc, np.float32)
+    q = np.frombuffer(base64.b64decode(enc["data"]), np.uint8).reshape(enc["shape"])
+    return (enc["lo"] + (enc["hi"] - enc["lo"]) * (q.astype(np.float32) / 255)).astype(np.float32)
 
 
 def rounded(a) -> list:

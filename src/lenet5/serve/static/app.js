@@ -125,7 +125,7 @@
     try {
       const form = new FormData();
       form.append("image", padPng(), "digit.png");
-      const query = new URLSearchParams({ features: "1", top_k: "3" });
+      const query = new URLSearchParams({ features: "1", encoding: "uint8", top_k: "3" });
       if (modelSel.value) query.set("model", modelSel.value);
       const res = await fetch(`/api/predict?${query}`, { method: "POST", body: form });
       const data = await res.json();
@@ -160,7 +160,7 @@
     confidence.textContent = `${(100 * p).toFixed(1)}% sure (${d.model}, ${d.latency_ms.toFixed(1)} ms)`;
     status.textContent = "";
     d.probs.forEach((q, i) => setBar(i, q, i === d.label));
-    drawGray($("input28"), d.input, 0, 1);
+    drawGray($("input28"), decode(d.input), 0, 1);
     drawMaps($("c1"), d.features.C1);
     drawMaps($("c3"), d.features.C3);
     document.body.dataset.state = "done";
@@ -209,40 +209,43 @@
     li.setAttribute("aria-label", `${i}: ${pct}`);
   }
 
-  // A 2-D array as gray levels, lo -> black and hi -> white.
-  function drawGray(canvas, rows, lo, hi) {
-    const h = rows.length;
-    const w = rows[0].length;
+  // An array sent with encoding=uint8: {shape, lo, hi, data}, data the row-major bytes in
+  // base64, each value lo + (hi - lo) * byte / 255. Returns {shape, values: Float32Array}.
+  function decode(enc) {
+    const bytes = atob(enc.data);
+    const values = new Float32Array(bytes.length);
+    const step = (enc.hi - enc.lo) / 255;
+    for (let i = 0; i < bytes.length; i++) values[i] = enc.lo + step * bytes.charCodeAt(i);
+    return { shape: enc.shape, values };
+  }
+
+  // A (h, w) array ({shape, values}, row-major) as gray levels, lo -> black and hi -> white.
+  function drawGray(canvas, a, lo, hi, offset = 0) {
+    const [h, w] = a.shape.slice(-2);
     canvas.width = w;
     canvas.height = h;
     const c = canvas.getContext("2d");
     const img = c.createImageData(w, h);
     const span = hi - lo || 1;
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const v = Math.round(255 * Math.min(1, Math.max(0, (rows[y][x] - lo) / span)));
-        const k = 4 * (y * w + x);
-        img.data[k] = img.data[k + 1] = img.data[k + 2] = v;
-        img.data[k + 3] = 255;
-      }
+    for (let i = 0; i < w * h; i++) {
+      const v = Math.round(255 * Math.min(1, Math.max(0, (a.values[offset + i] - lo) / span)));
+      img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = v;
+      img.data[4 * i + 3] = 255;
     }
     c.putImageData(img, 0, 0);
   }
 
-  // One layer's maps on a shared scale, so a weak map looks weak.
-  function drawMaps(box, maps) {
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (const m of maps) for (const row of m) for (const v of row) {
-      lo = Math.min(lo, v);
-      hi = Math.max(hi, v);
-    }
-    const canvases = maps.map((m, i) => {
+  // One layer's maps (n, h, w) on the layer's own scale, so a weak map looks weak.
+  function drawMaps(box, enc) {
+    const a = decode(enc);
+    const [n, h, w] = a.shape;
+    const canvases = [];
+    for (let i = 0; i < n; i++) {
       const c = box.children[i] || document.createElement("canvas");
       c.className = "pixelated";
-      drawGray(c, m, lo, hi);
-      return c;
-    });
+      drawGray(c, a, enc.lo, enc.hi, i * h * w);
+      canvases.push(c);
+    }
     box.replaceChildren(...canvases);
   }
 
