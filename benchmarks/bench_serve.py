@@ -1,15 +1,17 @@
 """Load test of ``lenet5 serve``: many concurrent clients, valid and invalid requests mixed.
 
-Starts the real server (``python -m lenet5 serve``: uvicorn, one process, torch 1 thread) on a
-free 127.0.0.1 port; then ``--clients`` concurrent clients (one asyncio task and keep-alive
+Starts the real server (``python -m lenet5 serve --workers N``: uvicorn, torch 1 thread per
+process) on a free 127.0.0.1 port, once for each ``--workers`` count (default 1 and 2, side by
+side in one run); then ``--clients`` concurrent clients (one asyncio task and keep-alive
 connection each, in this process, sending requests encoded beforehand) send ``--requests``
 requests of each of two mixes, one after the other:
 
 - ``api``: 50% a 112x112 PNG of a handwritten MNIST test digit (dark on white, as the page
   draws it), multipart upload; 25% JSON ``{"pixels": 28x28}`` of an MNIST test digit;
   25% invalid;
-- ``page``: the same, but the uploads ask for ``?features=1`` as the page does (the answer
-  then carries the 28x28 input and the 6+16 C1/C3 maps: 7,088 numbers, ~40 kB of JSON).
+- ``page``: the same, but the uploads ask for ``?features=1&encoding=uint8`` as the page does
+  (the answer then carries the 28x28 input and the 6+16 C1/C3 maps: 7,088 numbers, one byte
+  each in base64, ~10 kB of JSON).
 
 Invalid requests, each expecting its own 4xx: not an image (422), truncated PNG (422), wrong
 shape (422), NaN (422), missing field (422), unsupported content type (415), and 1 request in
@@ -21,8 +23,8 @@ every status seen, and what must be zero: 5xx answers, dropped connections (refu
 cut short), answers with an unexpected status, and error answers without a JSON message. The
 target is p99 under 50 ms on the project's 2-core machine, client and server sharing it.
 
-    python benchmarks/bench_serve.py [--requests 2000] [--clients 16] [--checkpoint CKPT]
-                                     [--out benchmarks/results/serve.json]
+    python benchmarks/bench_serve.py [--requests 2000] [--clients 16] [--workers 1 2]
+                                     [--checkpoint CKPT] [--out benchmarks/results/serve.json]
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def build_requests(n: int, data_dir: Path, seed: int, mix: str) -> list[dict]:
     images, _ = load_split("mnist", "test", data_dir, download=False)
     digits = images[:200].astype(np.float32) / 255.0
     pngs = [canvas_png(x) for x in digits]
-    params = {"features": "1"} if mix == "page" else None
+    params = {"features": "1", "encoding": "uint8"} if mix == "page" else None
     upload_kind = "png+features" if mix == "page" else "png"
     uploads = [encoded(params, files={"image": ("digit.png", p, "image/png")}) for p in pngs]
     pixels = [encoded(json={"pixels": np.round(x, 3).tolist()}) for x in digits]
@@ -121,12 +123,23 @@ def build_requests(n: int, data_dir: Path, seed: int, mix: str) -> list[dict]:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time a process has used (Linux), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """User + system CPU time a process and its live child processes have used (Linux), or None."""
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, ticks
+    if pid not in stats:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p and c not in tree]
+    return sum(stats[p][1] for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def server_stack() -> str:
@@ -142,18 +155,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: str | None, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lenet5", "serve", "--port", str(port), "--log-level", "warning"]
+def start_server(checkpoint: str | None, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "lenet5", "serve", "--port", str(port), "--log-level", "warning",
+           "--workers", str(workers)]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # up: the banner (every worker ready) and /healthz answers
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if ("lenet5 serve: " in log.read_text(errors="replace")
+                    and httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200):
                 return proc
         except httpx.TransportError:
             pass
@@ -278,29 +293,18 @@ def print_table(s: dict) -> None:
         print("  error:", e)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--checkpoint", help="run directory or .safetensors (default: the bundled model)")
-    parser.add_argument("--data-dir", default=os.environ.get("LENET5_DATA_DIR") or str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--warmup", type=int, default=100, help="requests sent first, not counted")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/serve.json", help="JSON to write")
-    args = parser.parse_args(argv)
-
-    mixes = {m: build_requests(args.warmup + args.requests, Path(args.data_dir), args.seed, m)
-             for m in MIXES}
+def run_server(args, workers: int, mixes: dict) -> dict:
+    """Start ``lenet5 serve --workers N``, run every mix against it, stop it: the run's summary."""
     port = free_port()
-    log = Path(args.out).with_suffix(".server.log.tmp")
+    log = Path(args.out).with_suffix(f".server{workers}.log.tmp")
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = start_server(args.checkpoint, port, log)
-    summaries, info = {}, None
+    proc = start_server(args.checkpoint, port, log, workers)
+    summaries, alive = {}, False
     try:
         model = httpx.get(f"http://127.0.0.1:{port}/api/models").json()[0]
         for mix, reqs in mixes.items():
             asyncio.run(run_load(port, reqs[: args.warmup], args.clients))
-            info = info or machine_info(threads=1)  # load average just before the first mix
+            load_before = os.getloadavg()[0]
             server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
             results, seconds = asyncio.run(run_load(port, reqs[args.warmup :], args.clients))
             server_cpu = cpu_seconds(proc.pid) - server_cpu if server_cpu is not None else None
@@ -309,24 +313,53 @@ def main(argv: list[str] | None = None) -> int:
             # CPU time per request says what each side costs, whatever else the machine is doing.
             s["server_cpu_ms_per_request"] = server_cpu / len(results) * 1e3 if server_cpu else None
             s["client_cpu_ms_per_request"] = client_cpu / len(results) * 1e3
+            s["load_average_1min_before"] = load_before
             s["load_average_1min_after"] = os.getloadavg()[0]
-            print(f"\n== mix '{mix}' ==")
+            print(f"\n== {workers} server process{'es' if workers > 1 else ''}, mix '{mix}' ==")
             print_table(s)
         alive = httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     finally:
         proc.terminate()
-        proc.wait(15)
-    doc = {"benchmark": "serve", "model": model, "server_alive_after": alive, "mixes": summaries,
-           "environment": {**info, "server": f"lenet5 serve: uvicorn ({server_stack()}), "
-                                              "1 process, torch 1 thread",
+        proc.wait(30)
+    log.unlink(missing_ok=True)
+    return {"workers": workers, "model": model, "server_alive_after": alive, "mixes": summaries}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="server processes (lenet5 serve --workers); each count is a run")
+    parser.add_argument("--checkpoint", help="run directory or .safetensors (default: every bundled "
+                                             "model, requests to the first)")
+    parser.add_argument("--data-dir", default=os.environ.get("LENET5_DATA_DIR") or str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--warmup", type=int, default=100, help="requests sent first, not counted")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/serve.json", help="JSON to write")
+    args = parser.parse_args(argv)
+
+    mixes = {m: build_requests(args.warmup + args.requests, Path(args.data_dir), args.seed, m)
+             for m in MIXES}
+    info = machine_info(threads=1)
+    runs = [run_server(args, w, mixes) for w in args.workers]
+    print(f"\n{'processes':>9} {'mix':>5} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'server CPU ms/req':>18} {'5xx':>4} {'dropped':>8}")
+    for run in runs:
+        for mix, s in run["mixes"].items():
+            print(f"{run['workers']:>9} {mix:>5} {s['throughput_rps']:>11.0f} {s['latency']['p50_ms']:>7.1f} "
+                  f"{s['latency']['p99_ms']:>7.1f} {s['server_cpu_ms_per_request'] or float('nan'):>18.2f} "
+                  f"{s['count_5xx']:>4} {s['dropped_connections']:>8}")
+    doc = {"benchmark": "serve", "runs": runs,
+           "environment": {**info, "server": f"lenet5 serve --workers N: uvicorn ({server_stack()}), "
+                                              "torch 1 thread per process",
                            "client": "asyncio keep-alive connections, same machine",
                            "versions": {"lenet5": __version__, "python": platform.python_version()}}}
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    log.unlink(missing_ok=True)
     print(f"wrote {args.out}")
     bad = any(s["count_5xx"] or s["dropped_connections"] or s["unexpected_status"]
-              or s["answers_without_error_message"] for s in summaries.values())
-    return 1 if bad or not alive else 0
+              or s["answers_without_error_message"] for run in runs for s in run["mixes"].values())
+    return 1 if bad or not all(run["server_alive_after"] for run in runs) else 0
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``lenet5 serve`` in a subprocess on 127.0.0.1; ``with`` waits for /healthz, then stops it."""
+    """``lenet5 serve`` in a subprocess on 127.0.0.1; ``with`` waits until it says it is serving
+    (every worker ready) and /healthz answers, then stops it."""
 
     def __init__(self, args: list[str], log: Path, timeout: float = 90.0):
         self.port = free_port()
@@ -65,7 +66,8 @@ class ServerProcess:
                 self.__exit__()
                 raise RuntimeError(f"lenet5 serve exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if ("lenet5 serve: " in self.log_text()
+                        and httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200):
                     return self
             except httpx.TransportError:
                 pass
