@@ -156,8 +156,8 @@ def free_port() -> int:
 
 
 def start_server(checkpoint: str | None, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lenet5", "serve", "--port", str(port), "--log-level", "warning",
-           "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "lenet5", "serve", "--port", str(port), "--log-level", "warning"]
+    cmd += ["--workers", str(workers)] if workers != 1 else []  # (older versions: 1 process only)
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

@@ -442,3 +442,39 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     assert "no bundled model 'no-such-model'" in capsys.readouterr().err
     assert main(["serve", "--workers", "0"]) == 1
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_batch_reads_each_upload_and_answers_each_request_alone(predictor, digits):
+    """Uploads are decoded with their batch, in the model's thread; one that cannot be read
+    gets its own 422 and the rest of its batch is answered; a photo over INLINE_DECODE_BYTES is
+    decoded aside first and answered the same."""
+    from lenet5.serve.app import INLINE_DECODE_BYTES
+
+    images = digits[0][:12]
+    slow = SlowFirstCall(predictor)
+    app = create_app(slow)
+    pngs = [as_photo_png(x) for x in images]
+    big = as_photo_png(images[0], scale=60)
+    big = png_bytes(np.asarray(Image.open(io.BytesIO(big)).convert("RGB")), "RGB")  # more bytes
+    assert len(big) > INLINE_DECODE_BYTES
+    bodies = [{"files": {"image": ("d.png", p, "image/png")}} for p in pngs]
+    bodies[3] = {"files": {"image": ("d.png", pngs[3][: len(pngs[3]) // 2], "image/png")}}
+    bodies[7] = {"files": {"image": ("d.png", b"not a picture", "image/png")}}
+    bodies.append({"content": big, "headers": {"content-type": "image/png"}})
+
+    async def all_at_once():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await asyncio.gather(*(http.post("/api/predict", **b) for b in bodies))
+
+    answers = asyncio.run(all_at_once())
+    assert max(slow.batches[1:]) > 1, slow.batches
+    for i, r in enumerate(answers):
+        if i in (3, 7):
+            assert_error(r, 422, "corrupt or truncated" if i == 3 else "not an image")
+            continue
+        assert r.status_code == 200, r.text
+        src = big if i == len(pngs) else pngs[i]
+        want = predictor.predict(preprocess(load_image(src)))[0]
+        assert r.json()["label"] == want["label"]
+        np.testing.assert_allclose(r.json()["probs"], want["probs"], rtol=1e-4, atol=1e-6)

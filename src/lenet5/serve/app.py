@@ -10,9 +10,10 @@ Routes:
 - ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs``.
 
 Models are loaded once, before the app is made (:func:`create_app` takes them ready and runs
-each once to warm it up). Images are decoded and preprocessed in the thread pool, so the event
-loop keeps accepting connections; the model itself runs in one :class:`~.batching.Batcher`
-thread per model, which gives requests that arrive together one forward pass.
+each once to warm it up). The model runs in one :class:`~.batching.Batcher` thread per model,
+which decodes and preprocesses the requests that arrive together and gives them one forward
+pass; large uploads are decoded first in a small thread pool. The event loop only reads
+requests and writes answers, so it keeps accepting connections.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from .errors import MAX_BODY_BYTES, APIError, BodySizeLimit, install_error_handl
 from .inputs import QUERY_PARAMETERS, model_input, read_options, read_payload
 
 STATIC = Path(__file__).with_name("static")
-# Threads that decode and preprocess uploads, off the event loop (lighter than anyio's pool).
+# Uploads up to this size (a drawing: a few kB) are decoded by the model's thread with their
+# batch; larger ones (photos, up to tens of ms to decode) first, by these threads.
+INLINE_DECODE_BYTES = 64 * 1024
 DECODE_THREADS = 4
 # The page loads nothing from elsewhere; the browser enforces it.
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -97,7 +100,7 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     for p in models.values():  # the first real request should not pay for torch's warm-up
         p.features(np.zeros((28, 28), np.float32))
         p.predict(np.zeros((28, 28), np.float32))
-    batchers = {name: Batcher(p) for name, p in models.items()}
+    batchers = {name: Batcher(p, model_input) for name, p in models.items()}
     decoders: list[ThreadPoolExecutor] = []  # images are decoded here: started on first use
 
     def decode_image(payload):
@@ -144,11 +147,10 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         name = payload.model or opts.model or default
         if name not in models:
             raise APIError(422, f"unknown model {name!r}; loaded: {', '.join(models)}")
-        if payload.image is not None or payload.preprocess:  # decode + preprocess: CPU work
-            x28 = await decode_image(payload)
-        else:  # 28x28 pixels, checked as they were read
-            x28 = model_input(payload)
-        out = await batchers[name](x28, opts.top_k, opts.encoding if opts.features else None)
+        item = payload  # decoded with its batch, in the model's thread; a photo, aside first
+        if payload.image is not None and len(payload.image) > INLINE_DECODE_BYTES:
+            item = await decode_image(payload)
+        out = await batchers[name](item, opts.top_k, opts.encoding if opts.features else None)
         out.update(model=name, latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
         out = {k: out.get(k) for k in PredictResponse.model_fields}  # the documented keys, always
         # Built from checked inputs, so it is not validated again against PredictResponse (which

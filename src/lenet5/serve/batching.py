@@ -1,10 +1,13 @@
 """Dynamic batching: requests that arrive while the model is busy share its next forward pass.
 
-One worker thread per model takes every request waiting (up to ``max_batch``) and runs them as
-one forward pass: ``Predictor.predict``, or ``predict_with_features`` when any asked for maps. A
+One worker thread per model takes every request waiting (up to ``max_batch``), makes each one's
+28x28 input (``prepare``: decode and preprocess an upload, check pixels), and runs them as one
+forward pass: ``Predictor.predict``, or ``predict_with_features`` when any asked for maps. A
 LeNet-5 forward pass on 16 digits costs about twice one on a single digit, so under load each
 request pays a fraction of a pass; alone, a request goes through at once, with no added wait.
-Images are decoded and preprocessed before they get here, in the app's thread pool.
+Decoding here rather than in a pool of its own saves each upload two thread hand-offs, which on
+a busy 2-core machine cost more than the decoding itself (docs/results.md); large uploads
+(photos) are still decoded aside by the app, so a batch never waits for one.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ SHOWN_FEATURES = ("C1", "C3")
 
 
 class Batcher:
-    def __init__(self, predictor, max_batch: int = 64):
+    def __init__(self, predictor, prepare=None, max_batch: int = 64):
         self.predictor = predictor
+        self.prepare = prepare
         self.max_batch = max_batch
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    async def __call__(self, x28: np.ndarray, top_k: int, features: str | None) -> dict:
-        """The prediction for one (28, 28) input: label, probs, top_k; with ``features`` (an
-        encoding: ``"lists"`` or ``"uint8"``, see :func:`encode`) also input and feature maps."""
+    async def __call__(self, item, top_k: int, features: str | None) -> dict:
+        """The prediction for ``item``, a (28, 28) input or a request for ``prepare`` to turn
+        into one: label, probs, top_k; with ``features`` (an encoding: ``"lists"`` or
+        ``"uint8"``, see :func:`encode`) also the input and feature maps."""
         with self._lock:  # started on first use, again after close()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, daemon=True,
@@ -37,7 +42,7 @@ class Batcher:
                 self._thread.start()
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._jobs.put((x28, top_k, features, loop, done))
+        self._jobs.put((item, top_k, features, loop, done))
         return await done
 
     def close(self) -> None:
@@ -58,6 +63,7 @@ class Batcher:
                     break
             stop = batch[-1] is None
             batch = [job for job in batch if job is not None]
+            batch = self._prepared(batch)
             if batch:
                 try:
                     results = self._run(batch)
@@ -67,6 +73,20 @@ class Batcher:
                     loop.call_soon_threadsafe(_settle, done, result)
             if stop:
                 return
+
+    def _prepared(self, batch: list) -> list:
+        """Each job's (28, 28) input: made here by ``prepare`` if the job brought a request
+        (decode + preprocess), given as is if it brought an array. A request that cannot be
+        read is answered at once with its error (a 4xx) and left out of the batch."""
+        ready = []
+        for job in batch:
+            try:
+                x = job[0] if isinstance(job[0], np.ndarray) else self.prepare(job[0])
+            except Exception as e:
+                job[3].call_soon_threadsafe(_settle, job[4], e)
+                continue
+            ready.append((x, *job[1:]))
+        return ready
 
     def _run(self, batch: list) -> list[dict]:
         xs = np.stack([job[0] for job in batch])  # (N, 28, 28)
