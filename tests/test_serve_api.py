@@ -250,6 +250,8 @@ BAD = {
     "no content type": ({"content": b"1 2 3"}, 415, "unsupported content type"),
     "bad top_k": ({"json": {"pixels": GOOD}, "params": {"top_k": 0}}, 422, "top_k.*from 1 to 10, got '0'"),
     "top_k not a number": ({"json": {"pixels": GOOD}, "params": {"top_k": "3.5"}}, 422, "top_k"),
+    "top_k superscript": ({"json": {"pixels": GOOD}, "params": {"top_k": "\u00b2"}}, 422, "top_k"),
+    "top_k 5,000 digits": ({"json": {"pixels": GOOD}, "params": {"top_k": "9" * 5000}}, 422, "top_k"),
     "bad features flag": ({"json": {"pixels": GOOD}, "params": {"features": "maybe"}}, 422, "features"),
     "bad encoding": ({"json": {"pixels": GOOD}, "params": {"features": 1, "encoding": "png"}}, 422,
                      "encoding.*'lists' or 'uint8'"),

@@ -87,7 +87,7 @@ def read_options(query) -> Options:
         opts.encoding = query["encoding"]
     if "top_k" in query:
         v = query["top_k"].strip()
-        if not (v.isdigit() and TOP_K[0] <= int(v) <= TOP_K[1]):
+        if not (v.isdecimal() and len(v) <= 3 and TOP_K[0] <= int(v) <= TOP_K[1]):
             raise APIError(422, f"query.top_k: expected a whole number from {TOP_K[0]} to "
                                 f"{TOP_K[1]}, got {query['top_k']!r}")
         opts.top_k = int(v)
