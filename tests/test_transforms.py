@@ -100,3 +100,23 @@ def test_loader_shards_equal_one_big_batch():
              for r in range(2)]
     for (_, big), (_, a), (_, b) in zip(one, *ranks):
         assert torch.equal(big, torch.cat([a, b]))
+
+
+@pytest.mark.parametrize("batch, world, rank", [(1, 1, 0), (7, 2, 0), (8, 2, 1), (30, 3, 1)])
+def test_distorted_batches_are_the_warps_drawn_batch_by_batch(digits, batch, world, rank):
+    """The loader warps a block of batches in one call; each batch is still exactly what its own
+    draws give, warped alone (the draws, and so training, as when each batch was warped alone)."""
+    x, y = digits
+    d = Distortion(rotate=5.0)
+    loader = TensorLoader(x, y, batch, Normalization.make("none"), shuffle=True, seed=3,
+                          distortion=d, rank=rank, world_size=world)
+    loader.set_epoch(2)
+    gen, order, got = loader.generator(2), loader.order(), list(loader)
+    assert len(got) == len(loader) > 1
+    for i, (xb, yb) in enumerate(got):
+        chunk = order[i * loader.global_batch : (i + 1) * loader.global_batch]
+        drawn = d.sample(chunk.shape[0], gen)
+        mine = chunk[rank * batch : (rank + 1) * batch]
+        want = apply_affine(x[mine], {k: v[rank * batch : rank * batch + mine.shape[0]]
+                                      for k, v in drawn.items()})
+        assert torch.equal(yb, y[mine]) and torch.equal(xb, want), i

@@ -17,6 +17,8 @@ import torch
 
 from .transforms import Distortion, Normalization, apply_affine
 
+WARP_BLOCK = 1024  # distorted images warped per call
+
 
 @dataclass
 class TensorLoader:
@@ -60,14 +62,32 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order().to(self.images.device)
-        gen = self.generator(2) if self.distortion is not None else None
-        for start in range(0, len(self) * self.global_batch, self.global_batch):
-            chunk = order[start : start + self.global_batch]
-            mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            x = self.images[mine]
-            if self.distortion is not None:
+        starts = range(0, len(self) * self.global_batch, self.global_batch)
+        if self.distortion is None:
+            for start in starts:
+                mine = self._mine(order[start : start + self.global_batch])
+                yield self.normalization(self.images[mine]), self.labels[mine]
+            return
+        # Distorted: the draws are made batch by batch, as ever, but the warps of a block of
+        # batches are one call (at batch 1 a warp per step cost more than half a training step).
+        gen = self.generator(2)
+        per_block = max(1, WARP_BLOCK // self.global_batch)
+        for b in range(0, len(starts), per_block):
+            mines, params = [], []
+            for start in starts[b : b + per_block]:
+                chunk = order[start : start + self.global_batch]
+                mine = self._mine(chunk)
                 # Draw for the whole global batch so the draws do not depend on world_size.
-                params = self.distortion.sample(chunk.shape[0], gen)
-                lo, hi = self.rank * self.batch_size, self.rank * self.batch_size + mine.shape[0]
-                x = apply_affine(x, {k: v[lo:hi] for k, v in params.items()})
-            yield self.normalization(x), self.labels[mine]
+                drawn = self.distortion.sample(chunk.shape[0], gen)
+                lo = self.rank * self.batch_size
+                params.append({k: v[lo : lo + mine.shape[0]] for k, v in drawn.items()})
+                mines.append(mine)
+            warped = self.images[torch.cat(mines)]
+            if warped.shape[0]:  # (a rank's slice of the last batch may be empty)
+                warped = apply_affine(warped, {k: torch.cat([p[k] for p in params]) for k in params[0]})
+            for mine, x in zip(mines, warped.split([m.shape[0] for m in mines])):
+                yield self.normalization(x), self.labels[mine]
+
+    def _mine(self, chunk: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a global batch."""
+        return chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
