@@ -120,3 +120,11 @@ def test_distorted_batches_are_the_warps_drawn_batch_by_batch(digits, batch, wor
         want = apply_affine(x[mine], {k: v[rank * batch : rank * batch + mine.shape[0]]
                                       for k, v in drawn.items()})
         assert torch.equal(yb, y[mine]) and torch.equal(xb, want), i
+
+
+def test_a_rank_with_nothing_left_in_the_last_distorted_batch_gets_an_empty_batch(digits):
+    x, y = digits  # 256 images, global batch 2 x 96: the last one has 64, all on rank 0
+    loader = TensorLoader(x, y, 96, Normalization.make("none"), shuffle=True, distortion=Distortion(),
+                          rank=1, world_size=2)
+    sizes = [yb.shape[0] for _, yb in loader]
+    assert sizes == [96, 0]
