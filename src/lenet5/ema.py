@@ -17,12 +17,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .checkpoint import to_numpy as _numpy
+
 LIVE_PREFIX = "ema_live."  # live weights' keys among a checkpoint's optimiser tensors
 COUNT_KEY = "ema_steps"
-
-
-def _numpy(v) -> np.ndarray:
-    return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
 
 
 class WeightAverage:
