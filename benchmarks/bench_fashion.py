@@ -1,6 +1,6 @@
 """Fashion-MNIST: the modern preset and lenet5-1998, test accuracy (issue #7, run 7).
 
-Both train with ``lenet5.train.train`` on ``--dataset fashion-mnist`` (same 32x32 padding; the
+Both train with ``lenet5.training.loop.train`` on ``--dataset fashion-mnist`` (same 32x32 padding; the
 ``standard`` normalisation uses Fashion-MNIST's own mean and std, the 1998 model its ``paper``
 scaling). The recipes, stated in full in the JSON and the table:
 
@@ -28,7 +28,7 @@ from bench_modern import parse_sets
 from common import machine_info
 from lenet5.checkpoint import versions
 from lenet5.config import resolve_config
-from lenet5.train import train
+from lenet5.training.loop import train
 
 RECIPES = {
     "modern": ("best", {}),

@@ -1,7 +1,7 @@
 """Modern LeNet-5-sized model: accuracy over several seeds, and their softmax ensemble (issue #7, run 4).
 
 Trains one preset (default ``best``: batch-norm, dropout, distortions, AdamW + one-cycle) once
-per seed with ``lenet5.train.train``, exactly as ``lenet5 train --preset best --seed S`` would,
+per seed with ``lenet5.training.loop.train``, exactly as ``lenet5 train --preset best --seed S`` would,
 then reloads every checkpoint, and reports each seed's accuracy, their mean and sample standard
 deviation, and the accuracy of the ensemble that averages the seeds' softmax probabilities.
 With ``--val-split N`` the last N training images are held out and everything is measured on
@@ -26,10 +26,10 @@ import torch
 from common import machine_info
 from lenet5.checkpoint import load_model, versions
 from lenet5.config import resolve_config
-from lenet5.data import load_split
-from lenet5.evaluate import model_outputs
-from lenet5.train import cpu_threads, train
-from lenet5.transforms import Normalization, to_unit
+from lenet5.data.datasets import load_split
+from lenet5.data.transforms import Normalization, to_unit
+from lenet5.inference.evaluate import model_outputs
+from lenet5.training.loop import cpu_threads, train
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -1,7 +1,7 @@
 """Inference throughput: onnxruntime vs PyTorch, side by side, on CPU.
 
 For each model (the 1998 RBF network and the modern one with batch-norm) this builds a
-checkpoint, exports it with :func:`lenet5.export.export_onnx` (exactly what ``lenet5 export``
+checkpoint, exports it with :func:`lenet5.inference.export.export_onnx` (exactly what ``lenet5 export``
 writes) and times the same forward pass in PyTorch (eval mode, no_grad) and in onnxruntime at
 batch 1 (latency-bound, one request at a time) and batch 1024 (throughput-bound). Weights are
 freshly initialised: the cost of a forward pass does not depend on their values. Each figure is
@@ -28,9 +28,9 @@ import torch
 from common import machine_info
 from lenet5 import __version__
 from lenet5.checkpoint import save_checkpoint
-from lenet5.export import export_onnx
+from lenet5.data.transforms import Normalization
+from lenet5.inference.export import export_onnx
 from lenet5.models import create_model, get_entry, make_config
-from lenet5.transforms import Normalization
 
 MODELS = {  # label -> (registry name, model options)
     "lenet5-1998": ("lenet5-1998", {}),

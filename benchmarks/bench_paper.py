@@ -1,6 +1,6 @@
 """The paper's recipe end to end: lenet5-1998, MAP, SDLM, batch 1, 20 passes (Section III-C).
 
-Trains with ``lenet5.train.train`` exactly as ``lenet5 train --preset paper`` would, then puts
+Trains with ``lenet5.training.loop.train`` exactly as ``lenet5 train --preset paper`` would, then puts
 the test error after every pass next to the paper's Fig. 5 and writes JSON + a markdown table.
 
     python benchmarks/bench_paper.py --data-dir ../shared/data               # 20 passes
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import machine_info
 from lenet5.config import resolve_config
-from lenet5.train import train
+from lenet5.training.loop import train
 
 # Fig. 5 (no distortions): test error (%) after passes 1..9, "then about 0.95".
 PAPER_FIG5 = [2.67, 2.24, 1.47, 1.42, 1.42, 1.08, 1.03, 1.05, 0.97]
@@ -136,8 +136,8 @@ def default_png(result_json: Path) -> Path:
 
 
 def plot(rows: list[dict], preset: str, png: Path) -> int:
-    """Test and training-set error by pass against the paper's Fig. 5 (lenet5.viz)."""
-    from lenet5.viz import save, training_curves
+    """Test and training-set error by pass against the paper's Fig. 5 (lenet5.reporting.viz)."""
+    from lenet5.reporting.viz import save, training_curves
 
     last = rows[-1]
     title = (f"lenet5-1998, {preset}: test error {100 * last['test_error']:.2f}% after pass "

@@ -85,8 +85,8 @@ def numpy_fns(batch: int):
 def torch_fns(batch: int):
     import torch
 
-    from lenet5.losses import map_loss as torch_map_loss
     from lenet5.models import create_model
+    from lenet5.training.losses import map_loss as torch_map_loss
 
     torch.manual_seed(0)
     model = create_model("lenet5-1998")

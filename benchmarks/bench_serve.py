@@ -51,7 +51,7 @@ from PIL import Image
 
 from common import machine_info
 from lenet5 import __version__
-from lenet5.data import load_split
+from lenet5.data.datasets import load_split
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 2 * 1024 * 1024

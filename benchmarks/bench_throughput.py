@@ -82,8 +82,8 @@ def torch_fns(name: str | None, config: dict, batch: int):
         def train():
             plain_lenet5.train_step(model, opt, x, y)
     else:
-        from lenet5.losses import map_loss
         from lenet5.models import create_model
+        from lenet5.training.losses import map_loss
 
         model = create_model(name, **config)
         opt = torch.optim.SGD(model.parameters(), lr=LR)

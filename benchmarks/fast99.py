@@ -3,7 +3,7 @@
 The repository's ``lenet5-modern`` with batch-norm (61,932 parameters), trained once through a
 fixed short schedule and evaluated once at the end:
 
-- the data is read once (``lenet5.data.load_split``, checksums verified), padded to 32x32 and
+- the data is read once (``lenet5.data.datasets.load_split``, checksums verified), padded to 32x32 and
   standardised once; batches are index slices of a per-epoch random permutation;
 - SGD with Nesterov momentum 0.9, weight decay 5e-4, peak learning rate 0.4 and a one-cycle
   schedule (linear warm-up over the first 20% of the steps, then linear decay to 0), which
@@ -31,7 +31,7 @@ import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from lenet5.data import get_spec, load_split  # noqa: E402  (torch-free, like lenet5.scratch)
+from lenet5.data.datasets import get_spec, load_split  # noqa: E402  (torch-free, like lenet5.scratch)
 
 
 def emit(event: str, **kw) -> None:

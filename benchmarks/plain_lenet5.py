@@ -37,7 +37,7 @@ def build_model() -> nn.Sequential:
 
 def load(data_dir: str | None, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, 1, 28, 28)`` normalised float32 images and int64 labels."""
-    from lenet5.data import load_split
+    from lenet5.data.datasets import load_split
 
     images, labels = load_split("mnist", split, data_dir)
     x = torch.from_numpy(images).float().div_(255).sub_(MEAN).div_(STD)[:, None]

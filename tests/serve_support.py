@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from lenet5.data import load_split
+from lenet5.data.datasets import load_split
 from lenet5.weights import get_bundled
 
 

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from lenet5.bundle import make_bundle, reproduce_command
 from lenet5.checkpoint import read_checkpoint
 from lenet5.cli import main
 from lenet5.config import resolve_config
-from lenet5.evaluate import evaluate_checkpoint
-from lenet5.predict import Predictor
-from lenet5.train import train
+from lenet5.inference.bundle import make_bundle, reproduce_command
+from lenet5.inference.evaluate import evaluate_checkpoint
+from lenet5.inference.predict import Predictor
+from lenet5.training.loop import train
 from lenet5.weights import bundled_models, default_name
 
 BUNDLED = bundled_models()

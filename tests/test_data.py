@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lenet5.cli import main
-from lenet5.data import DataError, dataset_info, load_split, resolve_data_root
-from lenet5.idx import IDXError, parse, read_idx, write_idx
+from lenet5.data.datasets import DataError, dataset_info, load_split, resolve_data_root
+from lenet5.data.idx import IDXError, parse, read_idx, write_idx
 
 from .conftest import FIXTURES
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lenet5.checkpoint import read_checkpoint
-from lenet5.distributed import free_port, strip_nproc, torchrun_command
+from lenet5.training.distributed import free_port, strip_nproc, torchrun_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("LENET5_DATA_DIR") or str(ROOT.parent / "shared" / "data")
@@ -28,7 +28,7 @@ DATA_DIR = os.environ.get("LENET5_DATA_DIR") or str(ROOT.parent / "shared" / "da
 RUNNER = """\
 import json, sys
 from lenet5.config import TrainConfig
-from lenet5.train import train
+from lenet5.training.loop import train
 train(TrainConfig.from_dict(json.loads(sys.argv[1])))
 """
 
@@ -171,7 +171,7 @@ def test_cli_nproc_2_trains_logs_and_writes_once(tmp_path):
     evaluation, split across the ranks, counts all 10,000 images once, and its error count is
     what one process finds for the saved weights.
     """
-    from lenet5.evaluate import evaluate_checkpoint
+    from lenet5.inference.evaluate import evaluate_checkpoint
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "lenet5", "train", "--nproc", "2", "--model", "lenet5-modern",

@@ -1,4 +1,4 @@
-"""lenet5.download against a real HTTP server on 127.0.0.1 that misbehaves on request.
+"""lenet5.data.download against a real HTTP server on 127.0.0.1 that misbehaves on request.
 
 The server serves small synthetic IDX files (made with ``write_idx``) under ``/<mode>/<name>``;
 ``mode`` picks the behaviour (good, 404, 500, wrong bytes, garbage, cut mid-transfer, ignoring
@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lenet5.data
-from lenet5 import download
-from lenet5.data import DATASETS, load_split
-from lenet5.download import DownloadError, download_dataset, download_file
-from lenet5.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, sha256_decompressed, write_idx
+import lenet5.data.datasets
+from lenet5.data import download
+from lenet5.data.datasets import DATASETS, load_split
+from lenet5.data.download import DownloadError, download_dataset, download_file
+from lenet5.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, sha256_decompressed, write_idx
 
 STEM = "train-images-idx3-ubyte"
 NAME = STEM + ".gz"
@@ -162,7 +162,7 @@ def test_download_dataset_fetches_all_four_verified_files(spec, payload, tmp_pat
 
 
 def test_load_split_downloads_through_ensure_downloaded(spec, payload, tmp_path, monkeypatch):
-    monkeypatch.setitem(lenet5.data.DATASETS, "mnist", spec)
+    monkeypatch.setitem(lenet5.data.datasets.DATASETS, "mnist", spec)
     images, labels = load_split("mnist", "test", data_dir=tmp_path)  # progress bar on
     np.testing.assert_array_equal(images, payload["t10k-images-idx3-ubyte"][0])
     np.testing.assert_array_equal(labels, payload["t10k-labels-idx1-ubyte"][0])

@@ -10,7 +10,7 @@ import pytest
 
 from lenet5 import checkpoint as ckpt
 from lenet5.config import resolve_config
-from lenet5.ema import WeightAverage
+from lenet5.training.ema import WeightAverage
 from tests.train_support import train_straight_and_resumed
 
 
@@ -59,7 +59,7 @@ def test_saved_weights_are_the_average_and_resume_is_exact(data_root, tmp_path, 
     assert {"raw_test_error", "test_error"} <= set(row)
     assert meta["metrics"]["test_errors"] == row["test_errors"]
 
-    from lenet5.evaluate import evaluate_checkpoint
+    from lenet5.inference.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(tmp_path / "straight", data_dir=str(data_root))
     assert report["errors"] == row["test_errors"]

@@ -15,11 +15,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from lenet5 import checkpoint as ckpt  # noqa: E402
-from lenet5.data import get_spec, load_split  # noqa: E402
-from lenet5.export import export_onnx, read_metadata  # noqa: E402
-from lenet5.losses import make_loss  # noqa: E402
+from lenet5.data.datasets import get_spec, load_split  # noqa: E402
+from lenet5.data.transforms import Normalization, to_unit  # noqa: E402
+from lenet5.inference.export import export_onnx, read_metadata  # noqa: E402
 from lenet5.models import create_model, get_entry, make_config  # noqa: E402
-from lenet5.transforms import Normalization, to_unit  # noqa: E402
+from lenet5.training.losses import make_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("LENET5_DATA_DIR") or str(ROOT.parent / "shared" / "data")

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from lenet5.config import PRESETS
-from lenet5.losses import map_loss, mle_loss
 from lenet5.models import create_model, list_models
 from lenet5.models.bitmaps import bitmap_strings, rbf_prototypes
 from lenet5.models.lenet5_1998 import C3_TABLE, Subsampling
-from lenet5.optim import SDLM, estimate_curvature, lr_at, paper_eta
-from lenet5.summary import layer_table
+from lenet5.reporting.summary import layer_table
+from lenet5.training.losses import map_loss, mle_loss
+from lenet5.training.optim import SDLM, estimate_curvature, lr_at, paper_eta
 
 VARIANTS = [("lenet5-1998", {}), ("lenet5-1998", {"subsample": "average"})] + [
     (p["model"], p.get("model_args", {})) for p in PRESETS.values() if p["model"] == "lenet5-modern"
@@ -162,8 +162,8 @@ def test_gauss_newton_last_layer_is_exact_gn():
 
 
 def pass1_steps(data_root, **config) -> torch.Tensor:
-    from lenet5.data import load_split
-    from lenet5.transforms import Normalization, to_unit
+    from lenet5.data.datasets import load_split
+    from lenet5.data.transforms import Normalization, to_unit
 
     x, _ = load_split("mnist", "train", data_root)
     x = Normalization.make("paper")(to_unit(x[:500]))

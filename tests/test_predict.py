@@ -13,10 +13,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from lenet5.cli import main
-from lenet5.data import load_split
-from lenet5.losses import map_loss
-from lenet5.models import create_model
-from lenet5.predict import (
+from lenet5.data.datasets import load_split
+from lenet5.data.transforms import Normalization
+from lenet5.inference.predict import (
     LAYERS,
     PredictError,
     Predictor,
@@ -24,7 +23,8 @@ from lenet5.predict import (
     load_image,
     preprocess,
 )
-from lenet5.transforms import Normalization
+from lenet5.models import create_model
+from lenet5.training.losses import map_loss
 
 
 @pytest.fixture(scope="module")

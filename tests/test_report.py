@@ -16,8 +16,8 @@ from PIL import Image
 from lenet5 import checkpoint as ckpt
 from lenet5.cli import main
 from lenet5.config import resolve_config
-from lenet5.report import build_report
-from lenet5.train import train
+from lenet5.reporting.report import build_report
+from lenet5.training.loop import train
 
 
 class Refs(HTMLParser):

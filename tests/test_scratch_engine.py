@@ -11,7 +11,7 @@ import torch
 from lenet5 import checkpoint as ckpt
 from lenet5.config import resolve_config
 from lenet5.scratch import from_checkpoint
-from lenet5.train import train
+from lenet5.training.loop import train
 from tests.train_support import train_straight_and_resumed
 
 
@@ -58,7 +58,7 @@ def test_threads_setting_limits_numpy_blas_and_torch(data_root, tmp_path, monkey
     run only: inside every step both are at 1, afterwards both are back where they were."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from lenet5.scratch_engine import NumpyEngine
+    from lenet5.training.numpy_engine import NumpyEngine
 
     seen, step = [], NumpyEngine.train_step
 
@@ -82,7 +82,7 @@ def test_threads_setting_limits_numpy_blas_and_torch(data_root, tmp_path, monkey
 
 def engine_for(data_root, engine: str, model: str, model_args: dict, **kw):
     from lenet5.models import make_config
-    from lenet5.train import make_engine
+    from lenet5.training.loop import make_engine
 
     cfg = cfg_for(data_root, None, engine=engine, model=model, model_args=model_args,
                   batch_size=32, **kw)
@@ -92,10 +92,10 @@ def engine_for(data_root, engine: str, model: str, model_args: dict, **kw):
 
 
 def first_batches(data_root, model: str, n: int = 64):
-    from lenet5.data import load_split
-    from lenet5.loader import TensorLoader
+    from lenet5.data.datasets import load_split
+    from lenet5.data.loader import TensorLoader
+    from lenet5.data.transforms import Normalization, to_unit
     from lenet5.models import get_entry
-    from lenet5.transforms import Normalization, to_unit
 
     images, labels = load_split("mnist", "train", data_root, download=False)
     norm = Normalization.make(get_entry(model).normalization)

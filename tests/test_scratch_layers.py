@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenet5.losses import cross_entropy, map_loss, mle_loss
 from lenet5.models import lenet5_1998 as T
 from lenet5.scratch import layers as L
 from lenet5.scratch import losses as NL
+from lenet5.training.losses import cross_entropy, map_loss, mle_loss
 
 torch.set_num_threads(1)
 RTOL = 1e-10

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from lenet5.checkpoint import save_checkpoint
-from lenet5.losses import make_loss
 from lenet5.models import create_model, get_entry
 from lenet5.models import lenet5_1998 as T
 from lenet5.scratch import build, from_checkpoint
 from lenet5.scratch import losses as NL
 from lenet5.scratch import model as M
 from lenet5.scratch import optim as NO
+from lenet5.training.losses import make_loss
 
 torch.set_num_threads(1)
 
@@ -39,8 +39,8 @@ VARIANTS = [
 
 def mnist(root: Path, split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Paper-normalised ``(N, 1, 32, 32) float32`` images and int64 labels."""
-    from lenet5.data import load_split
-    from lenet5.transforms import Normalization, to_unit
+    from lenet5.data.datasets import load_split
+    from lenet5.data.transforms import Normalization, to_unit
 
     images, labels = load_split("mnist", split, root, download=False)
     x = Normalization.make("paper")(to_unit(images[:n])).numpy()
@@ -214,7 +214,7 @@ def test_optimizer_steps_match_torch(name, config, opt_name, hyper):
     SGD in float32. Adam in float64: its step m / sqrt(v) turns float32 rounding noise in a
     near-zero gradient into a step of order lr, so float32 runs differ by more than 1e-6.
     """
-    from lenet5.optim import make_optimizer
+    from lenet5.training.optim import make_optimizer
 
     dtype = torch.float32 if opt_name == "sgd" else torch.float64
     if name == "lenet5-1998" and opt_name == "sgd":

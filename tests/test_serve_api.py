@@ -18,14 +18,14 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from lenet5.data.transforms import Normalization
+from lenet5.inference.predict import Predictor, load_image, preprocess
 from lenet5.models import create_model, get_entry
-from lenet5.predict import Predictor, load_image, preprocess
 from lenet5.serve import create_app
 from lenet5.serve.app import PredictResponse
 from lenet5.serve.batching import decode
 from lenet5.serve.errors import DRAIN_FACTOR, BodySizeLimit
 from lenet5.serve.inputs import MAX_IMAGE_PIXELS
-from lenet5.transforms import Normalization
 from tests.serve_support import as_photo_png, bundled_checkpoint, mnist_test_digits
 
 LIMIT = 2 * 1024 * 1024

@@ -11,8 +11,8 @@ import pytest
 from lenet5 import checkpoint as ckpt
 from lenet5.cli import main
 from lenet5.config import resolve_config
-from lenet5.evaluate import classification_metrics
-from lenet5.train import train
+from lenet5.inference.evaluate import classification_metrics
+from lenet5.training.loop import train
 from tests.train_support import train_straight_and_resumed
 
 
@@ -86,7 +86,7 @@ def test_resume_gives_identical_weights(data_root, tmp_path):
 
 
 def test_nan_stops_with_clear_message_and_keeps_checkpoint(data_root, tmp_path):
-    from lenet5.train import TrainingDiverged
+    from lenet5.training.loop import TrainingDiverged
 
     run = tmp_path / "run"
     train(cfg_for(data_root, run, preset="relu-maxpool", epochs=1, limit_train=256, optimizer="sgd",

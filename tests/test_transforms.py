@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lenet5.data import load_split
-from lenet5.loader import TensorLoader
-from lenet5.transforms import Distortion, Normalization, apply_affine, to_unit
+from lenet5.data.datasets import load_split
+from lenet5.data.loader import TensorLoader
+from lenet5.data.transforms import Distortion, Normalization, apply_affine, to_unit
 
 
 def centre_of_mass(x: torch.Tensor) -> torch.Tensor:

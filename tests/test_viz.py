@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lenet5 import viz
 from lenet5.cli import main
-from lenet5.data import load_split
+from lenet5.data.datasets import load_split
+from lenet5.inference.predict import Predictor
 from lenet5.models.bitmaps import rbf_prototypes
-from lenet5.predict import Predictor
+from lenet5.reporting import viz
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_feature_maps_png(predictor, digits, tmp_path):
 def test_feature_maps_of_the_1998_model_show_f6_as_7x12(tmp_path):
     import torch
 
+    from lenet5.data.transforms import Normalization
     from lenet5.models import create_model
-    from lenet5.transforms import Normalization
 
     torch.manual_seed(0)
     meta = {"normalization": Normalization.make("paper").to_dict(), "head": "rbf", "model": "lenet5-1998"}
@@ -80,7 +80,7 @@ def test_feature_maps_of_the_1998_model_show_f6_as_7x12(tmp_path):
 
 
 def test_kernels_prototypes_and_svg(predictor, tmp_path):
-    from lenet5.report import c1_kernels
+    from lenet5.reporting.report import c1_kernels
 
     fig = viz.kernels(c1_kernels(predictor.model))
     check_png(viz.save(fig, tmp_path / "k.png"), fig)
@@ -113,7 +113,7 @@ def test_confusion_errors_and_class_bars(predictor, digits, tmp_path):
     probs, _ = predictor.outputs(x)
     pred = probs.argmax(1)
     pred[:5] = (y[:5] + 1) % 10  # make sure there are errors to show
-    from lenet5.evaluate import classification_metrics
+    from lenet5.inference.evaluate import classification_metrics
 
     m = classification_metrics(y, pred, predictor.classes)
     fig = viz.confusion_heatmap(np.array(m["confusion_matrix"]), predictor.classes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lenet5.train import train
+from lenet5.training.loop import train
 
 
 def train_straight_and_resumed(make_cfg, tmp_path: Path, epochs: int = 2, **kw):

@@ -56,7 +56,7 @@ class TrainConfig:
     sdlm_mu: float = 0.02
     sdlm_samples: int = 500
     label_smoothing: float = 0.0
-    ema: float = 0.0  # >0: keep, evaluate and save an average of the weights (lenet5.ema)
+    ema: float = 0.0  # >0: keep, evaluate and save an average of the weights (lenet5.training.ema)
     # run
     seed: int = 0
     deterministic: bool = False

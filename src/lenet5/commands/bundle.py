@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..bundle import make_bundle
+from ..inference.bundle import make_bundle
 from ..weights import WEIGHTS_DIR
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..data import DATASETS, dataset_info, ensure_downloaded, missing_files
+from ..data.datasets import DATASETS, dataset_info, ensure_downloaded, missing_files
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..evaluate import evaluate_checkpoint, format_report
+from ..inference.evaluate import evaluate_checkpoint, format_report
 
 
 def register(sub) -> None:

@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from ..export import export_onnx, read_metadata
+    from ..inference.export import export_onnx, read_metadata
 
     try:
         path = export_onnx(args.checkpoint, args.out, opset=args.opset)

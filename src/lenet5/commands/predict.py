@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..predict import PredictError, load_image, preprocess, resolve_predictor
+from ..inference.predict import PredictError, load_image, preprocess, resolve_predictor
 
 
 def register(sub) -> None:

@@ -13,7 +13,7 @@ def register(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from ..report import write_report  # matplotlib loads only when a report is written
+    from ..reporting.report import write_report  # matplotlib loads only when a report is written
 
     print(write_report(args.run, args.out, args.data_dir, args.limit))
     return 0

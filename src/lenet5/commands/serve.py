@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 def load_predictors(checkpoints: list[str], names: list[str]) -> list:
     """Checkpoints first, then bundled models by name; neither given: every bundled model."""
-    from ..predict import Predictor
+    from ..inference.predict import Predictor
 
     predictors = [Predictor.from_checkpoint(c, run_name(c)) for c in checkpoints]
     predictors += [Predictor.bundled(n) for n in names]

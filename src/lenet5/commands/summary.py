@@ -6,7 +6,7 @@ import json
 
 from ..config import PRESETS
 from ..models import create_model, get_entry, list_models
-from ..summary import format_table, layer_table
+from ..reporting.summary import format_table, layer_table
 
 
 def register(sub) -> None:

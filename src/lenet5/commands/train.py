@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
     overrides.update(parse_sets(getattr(args, "set", [])))
     nproc = overrides.pop("nproc", None)
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:  # never relaunch from a rank
-        from ..distributed import launch_torchrun
+        from ..training.distributed import launch_torchrun
 
         argv = args.argv[args.argv.index("train") + 1 :]
         return launch_torchrun(nproc, argv)
@@ -80,7 +80,7 @@ def cmd_train(args) -> int:
         saved.update({k: v for k, v in overrides.items() if k not in ("preset",)})
         overrides = saved
     cfg = resolve_config(file=getattr(args, "config_file", None), overrides=overrides)
-    from ..train import train
+    from ..training.loop import train
 
     train(cfg)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..predict import PredictError, load_image, preprocess
+from ..inference.predict import PredictError, load_image, preprocess
 
 KINDS = {
     "features": "every layer's feature maps for one image (IMAGE, or --test-index N)",
@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 
 def cmd_viz(args) -> int:
-    from .. import viz  # matplotlib loads only when a picture is drawn
+    from ..reporting import viz  # matplotlib loads only when a picture is drawn
 
     out = args.out or f"{args.kind}.png"
     fig = make_figure(args)
@@ -39,21 +39,21 @@ def cmd_viz(args) -> int:
 
 
 def make_figure(args):
-    from .. import viz
-    from ..predict import resolve_predictor
+    from ..inference.predict import resolve_predictor
+    from ..reporting import viz
 
     if args.kind == "prototypes":
         from ..models.bitmaps import rbf_prototypes
 
         return viz.prototypes(rbf_prototypes().numpy())
     if args.kind == "curves":
-        from ..report import load_source
+        from ..reporting.report import load_source
 
         predictor, history, _, _ = load_source(args.checkpoint or args.model or _default_bundled())
         return viz.training_curves(history, predictor.meta["model"], "")
     predictor = resolve_predictor(args.checkpoint, args.model)
     if args.kind == "kernels":
-        from ..report import c1_kernels
+        from ..reporting.report import c1_kernels
 
         return viz.kernels(c1_kernels(predictor.model), f"{predictor.name}: C1 kernels")
     if args.kind == "features":
@@ -61,8 +61,8 @@ def make_figure(args):
         res = predictor.predict(x)[0]
         title = f"{label}: predicted {res['label']} ({max(res['probs']) * 100:.1f}%) by {predictor.name}"
         return viz.feature_maps(predictor.features(x), x, res["probs"], title)
-    from ..evaluate import classification_metrics
-    from ..report import split_predictions
+    from ..inference.evaluate import classification_metrics
+    from ..reporting.report import split_predictions
 
     p = split_predictions(predictor, args.data_dir, "test", args.limit)
     if args.kind == "errors":
@@ -77,7 +77,7 @@ def make_figure(args):
 
 def feature_input(args):
     if args.test_index is not None:
-        from ..data import load_split
+        from ..data.datasets import load_split
 
         images, labels = load_split("mnist", "test", args.data_dir)
         if not 0 <= args.test_index < len(images):

@@ -2,7 +2,7 @@
 
 Every function takes ``out (B, 10)`` (RBF distances y, smaller is better, or logits) and
 integer targets ``(B,)`` and returns ``(loss, dout)``: the batch mean of a per-sample term and
-its derivative with respect to ``out``. They mirror :mod:`lenet5.losses`.
+its derivative with respect to ``out``. They mirror :mod:`lenet5.training.losses`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ LOSSES = ("map", "mle", "ce")
 
 
 def make_loss(name: str, map_j: float = 0.1, label_smoothing: float = 0.0):
-    """``loss(out, target) -> (loss, dout)`` by name, like :func:`lenet5.losses.make_loss`."""
+    """``loss(out, target) -> (loss, dout)`` by name, like :func:`lenet5.training.losses.make_loss`."""
     if name == "map":
         return lambda out, target: map_loss(out, target, map_j)
     if name == "mle":

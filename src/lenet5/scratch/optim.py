@@ -147,7 +147,7 @@ def estimate_curvature(model, x: np.ndarray, chunk: int = 500) -> dict[str, np.n
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, nesterov: bool = False,
                    weight_decay: float = 0.0, mu: float = 0.02) -> Optimizer:
-    """By name, with the defaults of :func:`lenet5.optim.make_optimizer`."""
+    """By name, with the defaults of :func:`lenet5.training.optim.make_optimizer`."""
     if name == "sgd":
         return SGD(params, lr, momentum, nesterov and momentum > 0, weight_decay)
     if name == "adam":

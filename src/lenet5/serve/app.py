@@ -1,4 +1,4 @@
-"""The draw-a-digit demo (README "Web demo"): a FastAPI app over :class:`lenet5.predict.Predictor`.
+"""The draw-a-digit demo (README "Web demo"): a FastAPI app over :class:`lenet5.inference.predict.Predictor`.
 
 Routes:
 

@@ -3,7 +3,7 @@
 Two ways in, one way to the model:
 
 - an image (a multipart upload in field ``image`` or ``file``, or a raw ``image/*`` body) goes
-  through :func:`lenet5.predict.load_image` and :func:`lenet5.predict.preprocess`, the very path
+  through :func:`lenet5.inference.predict.load_image` and :func:`lenet5.inference.predict.preprocess`, the very path
   of ``lenet5 predict``: the demo page uploads its canvas as a PNG, so a drawing and a photo are
   read alike;
 - JSON ``{"pixels": 28x28 numbers in [0, 1]}`` is taken as the model's input itself (MNIST
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic_core import from_json
 
-from ..predict import PredictError, load_image, preprocess
+from ..inference.predict import PredictError, load_image, preprocess
 from .errors import APIError
 
 SIZE = 28

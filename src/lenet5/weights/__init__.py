@@ -4,7 +4,7 @@ Each bundled model ``NAME`` is three files in this folder: ``NAME.safetensors`` 
 checkpoint without optimiser state; :func:`lenet5.checkpoint.load_model` reads it),
 ``NAME.json`` (the model card: command, seed, commit, test accuracy, error count, per-class
 accuracy) and ``NAME.md`` (the same card for people). ``lenet5 bundle RUN_DIR NAME`` writes
-them from a training run (:mod:`lenet5.bundle`).
+them from a training run (:mod:`lenet5.inference.bundle`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ batch-norm over the global batch.
 ``lenet5 train --nproc N`` re-runs the same command under torchrun on this machine. No process
 pool of our own: torchrun (``python -m torch.distributed.run``) starts the N ranks, sets
 RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, and kills the survivors when one
-rank fails. :func:`lenet5.train.train` reads those variables, wraps the model in
+rank fails. :func:`lenet5.training.loop.train` reads those variables, wraps the model in
 DistributedDataParallel (gloo on CPU, NCCL on GPUs) and shards every global batch.
 
 Batch-norm layers are converted to synchronised ones (:func:`sync_batchnorm`) so that N ranks

@@ -1,7 +1,7 @@
 """``lenet5 report RUN``: one self-contained HTML page about a trained model.
 
 The page holds the run's config, the model summary table, the per-epoch metrics table, the
-test-set classification report and every plot of :mod:`lenet5.viz`, PNGs embedded as base64
+test-set classification report and every plot of :mod:`lenet5.reporting.viz`, PNGs embedded as base64
 ``data:`` URIs. It loads nothing from anywhere: no scripts, no fonts, no external URLs, so it
 can be mailed or archived as one file. ``RUN`` is a run directory, a checkpoint file, or the
 name of a bundled model.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.predict import Predictor
 from . import viz
-from .predict import Predictor
 
 
 def load_source(run: str | Path) -> tuple[Predictor, list[dict], dict, Path | None]:
@@ -26,7 +26,7 @@ def load_source(run: str | Path) -> tuple[Predictor, list[dict], dict, Path | No
 
     The history is the run's ``metrics.jsonl`` when there is one, else the checkpoint's copy.
     """
-    from .weights import bundled_models
+    from ..weights import bundled_models
 
     path = Path(run)
     bundled = {b["name"]: b for b in bundled_models()}
@@ -48,7 +48,7 @@ def load_source(run: str | Path) -> tuple[Predictor, list[dict], dict, Path | No
 def split_predictions(predictor: Predictor, data_dir: str | None = None, split: str = "test",
                       limit: int | None = None) -> dict:
     """Images, labels, probabilities and predictions of ``predictor`` on a dataset split."""
-    from .data import load_split
+    from ..data.datasets import load_split
 
     dataset = predictor.meta.get("dataset", "mnist")
     images, labels = load_split(dataset, split, data_dir)
@@ -92,7 +92,7 @@ def figures(predictor: Predictor, history: list[dict], preds: dict, metrics: dic
 
 def build_report(run: str | Path, data_dir: str | None = None, limit: int | None = None) -> str:
     """The HTML text of the report (evaluated on the whole test split unless ``limit``)."""
-    from .evaluate import classification_metrics
+    from ..inference.evaluate import classification_metrics
     from .summary import layer_table
 
     predictor, history, config, run_dir = load_source(run)
@@ -131,7 +131,7 @@ def build_report(run: str | Path, data_dir: str | None = None, limit: int | None
 
 def write_report(run: str | Path, out: str | Path | None = None, data_dir: str | None = None,
                  limit: int | None = None) -> Path:
-    from .checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text
 
     if out is None:
         run_path = Path(run)

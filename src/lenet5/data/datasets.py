@@ -3,7 +3,7 @@
 The data root holds one folder per dataset (``<root>/mnist/``, ``<root>/fashion-mnist/``).
 It is, in order: the ``data_dir`` argument (``--data-dir``), ``$LENET5_DATA_DIR``, then the
 user cache directory. Files present and verified touch no network; missing files are fetched
-by :mod:`lenet5.download` from the mirrors below.
+by :mod:`lenet5.data.download` from the mirrors below.
 """
 
 from __future__ import annotations

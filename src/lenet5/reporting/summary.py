@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .models.lenet5_1998 import EuclideanRBF, Subsampling, TableConv
+from ..models.lenet5_1998 import EuclideanRBF, Subsampling, TableConv
 
 
 def _units(shape: tuple[int, ...]) -> int:

@@ -16,9 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import checkpoint as ckpt
-from .config import TrainConfig, resolve_config
-from .weights import WEIGHTS_DIR
+from .. import checkpoint as ckpt
+from ..config import TrainConfig, resolve_config
+from ..weights import WEIGHTS_DIR
 
 MAX_BYTES = 1_000_000
 # Config fields that say where things go, not what is trained.

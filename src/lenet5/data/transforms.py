@@ -47,7 +47,7 @@ class Normalization:
             # -0.1 + 1.275 p  ==  (p - 0.1 / 1.275) * 1.275
             return cls("paper", 0.1 / 1.275, 1.275)
         if mode == "standard":
-            from .data import get_spec
+            from .datasets import get_spec
 
             spec = get_spec(dataset)
             return cls("standard", spec.mean, 1.0 / spec.std)

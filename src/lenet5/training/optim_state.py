@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .scratch import optim as np_optim
+from ..scratch import optim as np_optim
 
 HYPER = {"sgd": np_optim.SGD.hyper, "adam": np_optim.Adam.hyper, "adamw": np_optim.Adam.hyper,
          "sdlm": np_optim.SDLM.hyper}

@@ -1,7 +1,7 @@
 """Training: one loop for every model, optimiser and engine.
 
 ``train(cfg)`` loads the data once onto the device, builds the model and an *engine* (the
-PyTorch one here, the NumPy one in :mod:`lenet5.scratch_engine`), and runs epochs: a progress
+PyTorch one here, the NumPy one in :mod:`lenet5.training.numpy_engine`), and runs epochs: a progress
 bar, one log line and one ``metrics.jsonl`` row per epoch, and an atomic self-describing
 checkpoint. Everything random is drawn from ``(seed, epoch)``, so ``--resume`` from the last
 checkpoint replays exactly what an uninterrupted run does. Under ``torchrun`` the model is
@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint as ckpt
-from .config import TrainConfig, validate
-from .data import get_spec, load_split
+from .. import checkpoint as ckpt
+from ..config import TrainConfig, validate
+from ..data.datasets import get_spec, load_split
+from ..data.loader import TensorLoader
+from ..data.transforms import Distortion, Normalization, to_unit
+from ..models import create_model, get_entry
 from .ema import WeightAverage
-from .loader import TensorLoader
 from .losses import make_loss
-from .models import create_model, get_entry
 from .optim import estimate_curvature, lr_at, make_optimizer
 from .optim_state import load_torch_optimizer_state, torch_optimizer_state
-from .transforms import Distortion, Normalization, to_unit
 
 
 class TrainingDiverged(RuntimeError):
@@ -130,7 +130,7 @@ class TorchEngine:
         self.module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
 
     def optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """In the layout the NumPy engine reads too (:mod:`lenet5.optim_state`)."""
+        """In the layout the NumPy engine reads too (:mod:`lenet5.training.optim_state`)."""
         return torch_optimizer_state(self.optimizer, self.module, self.cfg.optimizer, self.steps)
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
@@ -142,7 +142,7 @@ def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device, ddp:
     if cfg.engine == "numpy":
         if ddp:
             raise ValueError("the NumPy engine runs in one process; use --engine torch with torchrun")
-        from .scratch_engine import NumpyEngine
+        from .numpy_engine import NumpyEngine
 
         return NumpyEngine(cfg, cfg.model, model_config)
     model = create_model(cfg.model, **model_config)
@@ -275,7 +275,7 @@ def _train(cfg: TrainConfig, log) -> dict:
         start_epoch, history = resume_meta["epoch"], resume_meta.get("history", [])
         model_config = resume_meta["model_config"]
     else:
-        from .models import make_config
+        from ..models import make_config
 
         model_config = make_config(cfg.model, cfg.model_args).to_dict()
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .checkpoint import atomic_write, load_model
+from .. import __version__
+from ..checkpoint import atomic_write, load_model
 
 INPUT_NAME, OUTPUT_NAME = "image", "output"
 FIELD = 32  # the paper's 32x32 input field (Section II-B)

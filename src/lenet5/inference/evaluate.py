@@ -94,9 +94,9 @@ def evaluate_checkpoint(
     batch_size: int = 1000,
 ) -> dict:
     """Load a checkpoint and evaluate it on a split; returns the metrics dict plus context."""
-    from .checkpoint import read_checkpoint
-    from .data import get_spec, load_split
-    from .transforms import Normalization, to_unit
+    from ..checkpoint import read_checkpoint
+    from ..data.datasets import get_spec, load_split
+    from ..data.transforms import Normalization, to_unit
 
     _, _, meta = read_checkpoint(checkpoint)
     dataset = dataset or meta.get("dataset", "mnist")
@@ -104,7 +104,7 @@ def evaluate_checkpoint(
     norm = Normalization(**meta["normalization"])
     x = norm(to_unit(images))
     if engine == "numpy":
-        from .scratch.model import from_checkpoint
+        from ..scratch.model import from_checkpoint
 
         np_model = from_checkpoint(checkpoint)
         preds = np.concatenate([
@@ -112,7 +112,7 @@ def evaluate_checkpoint(
             for i in range(0, x.shape[0], batch_size)
         ])
     elif engine == "torch":
-        from .checkpoint import load_model
+        from ..checkpoint import load_model
 
         model, _ = load_model(checkpoint)
         preds = model.scores(model_outputs(model, x, batch_size)).argmax(1).numpy()

@@ -264,7 +264,7 @@ class Predictor:
     """A model plus its input normalisation, ready to classify preprocessed 28x28 digits."""
 
     def __init__(self, model, meta: dict, name: str):
-        from .transforms import Normalization
+        from ..data.transforms import Normalization
 
         self.model, self.meta, self.name = model.eval(), meta, name
         self.normalization = Normalization(**meta["normalization"])
@@ -275,14 +275,14 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, name: str | None = None) -> Predictor:
-        from .checkpoint import load_model
+        from ..checkpoint import load_model
 
         model, meta = load_model(path)
         return cls(model, meta, name or meta.get("bundle", {}).get("name") or str(path))
 
     @classmethod
     def bundled(cls, name: str | None = None) -> Predictor:
-        from .weights import get_bundled
+        from ..weights import get_bundled
 
         entry = get_bundled(name)
         return cls.from_checkpoint(entry["path"], entry["name"])
@@ -290,7 +290,7 @@ class Predictor:
     def _input(self, x: np.ndarray):
         import torch
 
-        from .transforms import PAD
+        from ..data.transforms import PAD
 
         a = np.asarray(x)
         if a.ndim == 2:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .data import DatasetSpec, find_file
+from .datasets import DatasetSpec, find_file
 from .idx import IDXError, sha256_decompressed
 
 __all__ = ["DownloadError", "download_dataset", "download_file"]
@@ -115,7 +115,7 @@ def download_dataset(
 ) -> list[Path]:
     """Download every missing ``<stem>.gz`` of ``spec`` into ``directory``; return those fetched.
 
-    A file already present (gzip or raw, see :func:`lenet5.data.find_file`) is not touched and
+    A file already present (gzip or raw, see :func:`lenet5.data.datasets.find_file`) is not touched and
     costs no network request, so an offline machine with the files works. ``mirrors`` (base
     URLs) overrides ``spec.mirrors``, e.g. for an internal copy.
     """

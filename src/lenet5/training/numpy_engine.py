@@ -1,10 +1,10 @@
 """``NumpyEngine``: ``lenet5 train --engine numpy`` through the same loop as PyTorch.
 
-It implements the methods of :class:`lenet5.train.TorchEngine` on top of :mod:`lenet5.scratch`,
+It implements the methods of :class:`lenet5.training.loop.TorchEngine` on top of :mod:`lenet5.scratch`,
 so the data pipeline (batches arrive as torch tensors and leave as NumPy arrays), the
 learning-rate schedules, metrics and checkpoints are shared. The checkpoint's weights use the
 torch names and layouts, so either engine (or ``lenet5.checkpoint.load_model``) can read them,
-and the optimiser state uses the layout of :mod:`lenet5.optim_state`, so a run started by
+and the optimiser state uses the layout of :mod:`lenet5.training.optim_state`, so a run started by
 either engine resumes in the other.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..models import get_entry
+from ..scratch import build
+from ..scratch import losses as np_losses
+from ..scratch.layers import Dropout
+from ..scratch.optim import estimate_curvature, make_optimizer
 from .losses import make_loss
-from .models import get_entry
-from .scratch import build
-from .scratch import losses as np_losses
-from .scratch.layers import Dropout
-from .scratch.optim import estimate_curvature, make_optimizer
 
 
 class NumpyEngine:
