@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..inference.predict import PredictError, load_image, preprocess
+from ..inference.images import PredictError, load_image, preprocess
 
 KINDS = {
     "features": "every layer's feature maps for one image (IMAGE, or --test-index N)",

@@ -1,263 +1,31 @@
-"""Predict digits in a user's own images: load, preprocess the MNIST way, classify.
+"""Classify digits: :class:`Predictor` wraps a model and its input normalisation.
 
-MNIST's digits were size-normalised to fit a 20x20 box keeping their aspect ratio (grey levels
-from anti-aliasing), then centred by centre of mass in a 28x28 field (LeCun et al. 1998,
-Section III-A). :func:`preprocess` does the same to a photo, scan or canvas drawing:
-
-1. greyscale (alpha composited onto the detected background by :func:`load_image`);
-2. background = median of the border ring; invert if it is light, so ink is bright on 0;
-3. contrast stretched so the strongest ink is 1; faint noise (< ``NOISE`` of it) set to 0;
-4. crop to the ink's bounding box with a margin for the resampling filter;
-5. the box's longer side scaled to 20 px, aspect kept, anti-aliased (area averaging); strokes
-   that end up under 1.5 px wide (a fine pen on a large page; MNIST's are 2 to 4 px, 1st to
-   95th percentile) are thickened by one 3x3 grey dilation, a step MNIST did not need;
-6. pasted into 28x28 with its centre of mass on pixel (14, 14), as in MNIST's own test set
-   (mean centre of mass 14.0 +- 0.3 in pixel-index coordinates).
-
-:class:`Predictor` then applies the model's own 32x32 padding and normalisation and turns its
-outputs into probabilities: softmax for a logits head; for the RBF head the MAP criterion's
-posterior (Eq. 9), P(i) = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)), whose remainder is the
-"rubbish" class. The CLI, the Python API and the web demo all call these functions.
+Images are read and made MNIST-like by :mod:`.images` (re-exported here). :class:`Predictor`
+applies the model's own 32x32 padding and normalisation and turns its outputs into
+probabilities: softmax for a logits head; for the RBF head the MAP criterion's posterior
+(Eq. 9), P(i) = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)), whose remainder is the "rubbish" class.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-MAX_PIXELS = 40_000_000  # decompression-bomb guard: a 40-megapixel photo is still accepted
-BOX = 20  # MNIST: the digit's longer side
-FIELD = 28  # MNIST: the field it is centred in
-NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
-MIN_CONTRAST = 0.08  # strongest ink vs background, in [0, 1] grey levels: below is blank
-THIN = 1.5  # strokes thinner than this many output pixels are thickened (MNIST's: 2 to 4)
+from .images import (  # noqa: F401  (re-exported: the public image API)
+    BOX,
+    FIELD,
+    MAX_PIXELS,
+    PredictError,
+    center_of_mass_paste,
+    load_image,
+    preprocess,
+    to_grey,
+)
+
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6")
-
-
-class PredictError(ValueError):
-    """An input cannot be turned into a digit (unreadable, blank, too large, wrong shape)."""
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image file or its bytes as an ``L`` or ``RGB`` image with no alpha.
-
-    PNG, JPEG, BMP, GIF, TIFF and anything else Pillow reads; the first frame of animations.
-    The pixel count is checked from the header, before any decoding. EXIF rotation is applied.
-    Transparency is composited onto the detected background (:func:`flatten_alpha`).
-    """
-    name = "<bytes>" if isinstance(src, (bytes, bytearray)) else str(src)
-    fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src
-    try:
-        with Image.open(fp) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise PredictError(f"{name}: image is {w}x{h} = {w * h:,} pixels, over the "
-                                   f"limit of {max_pixels:,} (decompression-bomb guard)")
-            if w == 0 or h == 0:
-                raise PredictError(f"{name}: empty image ({w}x{h})")
-            img.load()
-            out = flatten_alpha(to_8bit(ImageOps.exif_transpose(img)))
-            return out.copy() if out is img else out  # independent of the closed file
-    except PredictError:
-        raise
-    except FileNotFoundError:
-        raise PredictError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise PredictError(f"{name}: is a directory, not an image") from None
-    except UnidentifiedImageError:
-        raise PredictError(f"{name}: not an image (format not recognised)") from None
-    except Image.DecompressionBombError as e:
-        raise PredictError(f"{name}: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # Truncated or corrupt data surfaces from the decoders as any of these.
-        raise PredictError(f"{name}: corrupt or truncated image ({e})") from None
-
-
-def to_8bit(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> ``L``, ``LA``, ``RGB`` or ``RGBA`` (16-bit and float grey rescaled)."""
-    if img.mode in ("L", "LA", "RGB", "RGBA"):
-        return img
-    if img.mode.startswith("I;16"):
-        a = np.asarray(img, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode in ("I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
-        return Image.fromarray((a + 0.5).astype(np.uint8), "L")
-    has_alpha = img.mode in ("PA", "La") or "transparency" in img.info
-    if img.mode in ("1", "P", "PA") and not has_alpha:
-        return img.convert("L") if _is_grey_palette(img) else img.convert("RGB")
-    return img.convert("RGBA" if has_alpha or img.mode.endswith("A") else "RGB")
-
-
-def _is_grey_palette(img: Image.Image) -> bool:
-    if img.mode == "1":
-        return True
-    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
-    return bool((rgb.max(-1) == rgb.min(-1)).all())
-
-
-def flatten_alpha(img: Image.Image) -> Image.Image:
-    """Composite an ``LA``/``RGBA`` image onto its background; other modes pass through.
-
-    If the border is mostly transparent, transparency *is* the background and the opaque
-    pixels are the ink: they go onto white if they are dark, onto black if they are light
-    (a white digit drawn on a transparent canvas stays visible). Otherwise the opaque border
-    is the page, and the image goes onto that page's median colour.
-    """
-    if img.mode not in ("LA", "RGBA"):
-        return img
-    a = np.asarray(img, dtype=np.float64) / 255.0
-    alpha, color = a[..., -1:], a[..., :-1]
-    if alpha.min() >= 1.0:
-        return img.convert(img.mode[:-1])
-    ring = _border(alpha[..., 0])
-    if (ring < 0.5).mean() > 0.5:
-        opaque = alpha[..., 0] >= 0.5
-        ink = _luma(color)[opaque] if opaque.any() else np.zeros(1)
-        bg = np.full(color.shape[-1], 1.0 if np.median(ink) < 0.5 else 0.0)
-    else:
-        border_px = np.concatenate([_border(color[..., c])[:, None] for c in range(color.shape[-1])], 1)
-        bg = np.median(border_px[ring >= 0.5], axis=0)
-    out = color * alpha + bg * (1 - alpha)
-    out = np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out, img.mode[:-1])
-
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma (Pillow's ``convert("L")``) of ``(..., 1 or 3)`` values."""
-    if rgb.shape[-1] == 1:
-        return rgb[..., 0]
-    return rgb[..., :3] @ np.array([0.299, 0.587, 0.114])
-
-
-def _border(a: np.ndarray) -> np.ndarray:
-    """The pixels of a 2-D array's outer ring, a few pixels wide on large images."""
-    h, w = a.shape
-    k = max(1, min(h, w) // 50)
-    if h <= 2 * k or w <= 2 * k:  # all ring
-        return a.ravel()
-    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
-
-
-# ----------------------------------------------------------------------------- preprocessing
-
-
-def to_grey(img: Image.Image | np.ndarray) -> np.ndarray:
-    """``(H, W)`` float64 grey levels in [0, 1] (1 = white) from an image or array.
-
-    Arrays: ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8 is divided by 255, floats are
-    taken as [0, 1] when their maximum is at most 1, else as 0..255.
-    """
-    if isinstance(img, Image.Image):
-        img = flatten_alpha(to_8bit(img))
-        return _luma(np.asarray(img, dtype=np.float64)[..., None] if img.mode == "L"
-                     else np.asarray(img, dtype=np.float64)) / 255.0
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[-1] in (3, 4) or a.ndim == 2:
-        pass
-    else:
-        raise PredictError(f"expected an image array (H, W) or (H, W, 3|4), got shape {a.shape}")
-    if a.size == 0:
-        raise PredictError("empty image array")
-    if a.dtype == np.uint8:
-        a = a.astype(np.float64) / 255.0
-    elif a.dtype == bool:
-        a = a.astype(np.float64)
-    elif np.issubdtype(a.dtype, np.number):
-        a = a.astype(np.float64)
-        if not np.isfinite(a).all():
-            raise PredictError("image array contains NaN or infinity")
-        if a.max() > 1.0:
-            a = a / 255.0
-        a = np.clip(a, 0.0, 1.0)
-    else:
-        raise PredictError(f"unsupported image array dtype {a.dtype}")
-    if a.ndim == 3 and a.shape[-1] == 4:
-        rgba = Image.fromarray(np.clip(a * 255 + 0.5, 0, 255).astype(np.uint8), "RGBA")
-        return to_grey(rgba)
-    return _luma(a[..., None] if a.ndim == 2 else a)
-
-
-def ink_map(grey: np.ndarray) -> np.ndarray:
-    """Background 0, strongest ink 1, faint noise removed. Raises on a blank image."""
-    bg = float(np.median(_border(grey)))
-    ink = bg - grey if bg >= 0.5 else grey - bg  # light page: ink is darker; dark page: lighter
-    ink = np.clip(ink, 0.0, None)
-    peak = float(ink.max())
-    if peak < MIN_CONTRAST:
-        raise PredictError("no digit found (blank image)")
-    ink /= peak
-    ink[ink < NOISE] = 0.0
-    return ink
-
-
-def preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
-    """An image of one digit -> ``(28, 28)`` float32 in [0, 1], ink bright, MNIST-style.
-
-    An array that already looks like MNIST (28x28, ink bright on 0) takes the same path and
-    comes out nearly unchanged.
-    """
-    ink = ink_map(to_grey(img))
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    scale = BOX / max(y1 - y0, x1 - x0)
-    # A margin of two output pixels keeps the resampling filter's support inside the crop.
-    m = int(np.ceil(2 / scale))
-    y0, x0 = max(0, y0 - m), max(0, x0 - m)
-    y1, x1 = min(ink.shape[0], y1 + m), min(ink.shape[1], x1 + m)
-    crop = Image.fromarray(ink[y0:y1, x0:x1].astype(np.float32), "F")
-    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    small = np.clip(np.asarray(crop.resize(size, resample), dtype=np.float64), 0.0, None)
-    width = stroke_width(ink[y0:y1, x0:x1]) * scale  # in output pixels
-    if width < THIN:
-        # A fine pen on a large page: area averaging leaves a faint hairline. A pixel the line
-        # crosses is covered about `width`, so dividing by it restores full ink; one 3x3
-        # dilation then brings the stroke towards MNIST's width.
-        small = dilate3(np.clip(small / min(1.0, width), 0.0, 1.0))
-    if small.max() <= 0:
-        raise PredictError("no digit found (ink vanished when scaled)")
-    return center_of_mass_paste(small / small.max()).astype(np.float32)
-
-
-def stroke_width(ink: np.ndarray) -> float:
-    """Mean stroke width in pixels, 2 * area / boundary of the ink mask (saturates near 2)."""
-    m = ink > 0.5
-    p = np.pad(m, 1)
-    interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return 2.0 * m.sum() / max(int((m & ~interior).sum()), 1)
-
-
-def dilate3(a: np.ndarray) -> np.ndarray:
-    """Grey-level dilation by a 3x3 square (each pixel takes its neighbourhood's maximum)."""
-    p = np.pad(a, 1)
-    h, w = a.shape
-    return np.max([p[i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=0)
-
-
-def center_of_mass_paste(patch: np.ndarray, field: int = FIELD) -> np.ndarray:
-    """Place ``patch`` in a ``field``-square canvas with its centre of mass on pixel field/2."""
-    h, w = patch.shape
-    mass = patch.sum()
-    cy = (patch.sum(1) @ np.arange(h)) / mass
-    cx = (patch.sum(0) @ np.arange(w)) / mass
-    top, left = int(round(field / 2 - cy)), int(round(field / 2 - cx))
-    out = np.zeros((field, field))
-    ys, xs = slice(max(0, top), min(field, top + h)), slice(max(0, left), min(field, left + w))
-    out[ys, xs] = patch[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left]
-    return out
-
-
-# ----------------------------------------------------------------------------- prediction
 
 
 class Predictor:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic_core import from_json
 
-from ..inference.predict import PredictError, load_image, preprocess
+from ..inference.images import PredictError, load_image, preprocess
 from .errors import APIError
 
 SIZE = 28
