@@ -65,6 +65,7 @@ class TrainConfig:
     amp: bool = False
     out: str | None = None
     resume: str | None = None
+    overwrite: bool = False  # replace a finished run in `out` (never done without it)
     save_every: int = 1  # epochs between checkpoints
     progress: bool = True
     nproc: int = 1

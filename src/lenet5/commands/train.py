@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--val-split", type=int, help="hold out the last N training images")
     p.add_argument("--out", help="run directory (default runs/<preset-or-model>-<time>)")
     p.add_argument("--resume", help="run directory to continue")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in --out (refused without it)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads for torch and NumPy's BLAS")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
