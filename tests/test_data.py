@@ -1,4 +1,5 @@
-"""IDX reading, dataset checksums and the `lenet5 data` commands, on real and broken files."""
+"""Datasets: files, shapes and checksums, the data root, and the `lenet5 data` commands, on
+real and broken files (the IDX reader itself: test_idx.py; downloads: test_download.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from lenet5.cli import main
 from lenet5.data.datasets import DataError, dataset_info, load_split, resolve_data_root
-from lenet5.data.idx import IDXError, parse, read_idx, write_idx
+from lenet5.data.idx import write_idx
 
 from .conftest import FIXTURES
 
@@ -34,53 +35,11 @@ def test_fixture_reads_and_matches_real_prefix(tiny):
     assert y[:8].tolist() == [5, 0, 4, 1, 9, 2, 1, 3]  # MNIST's famous first labels
 
 
-def test_fixture_fails_checksum_with_clear_error(tiny):
-    with pytest.raises(DataError, match="checksum mismatch"):
+def test_fixture_is_refused_as_the_published_split(tiny):
+    # 40 images where the spec says 60,000: refused from the header, before the checksum.
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: header declares shape "
+                                        r"\(40, 28, 28\), expected \(60000, 28, 28\)"):
         load_split("mnist", "train", tiny, download=False)
-
-
-def test_raw_and_gzip_read_the_same(tmp_path):
-    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    write_idx(tmp_path / "a.gz", arr)
-    write_idx(tmp_path / "a", arr, compress=False)
-    assert np.array_equal(read_idx(tmp_path / "a.gz"), read_idx(tmp_path / "a"))
-
-
-@pytest.mark.parametrize(
-    "blob, message",
-    [
-        (b"\x00\x00", "too short"),
-        (b"\x00\x00\x0d\x03" + b"\x00" * 12, "bad magic"),
-        (b"\x00\x00\x08\x03" + b"\x00\x00\x00\x02" * 2, "truncated header"),
-        (b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x01\x02", "truncated"),
-        (b"\x00\x00\x08\x01\x00\x00\x00\x01" + b"\x01\x02", "trailing bytes"),
-    ],
-)
-def test_parse_rejects_malformed_headers(blob, message):
-    with pytest.raises(IDXError, match=message):
-        parse(blob, "x")
-
-
-def test_parse_rejects_wrong_kind():
-    labels = b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"
-    with pytest.raises(IDXError, match="expected 2051"):
-        parse(labels, "labels-as-images", expect_magic=2051)
-
-
-@pytest.mark.parametrize("cut", [6, 15])
-def test_truncated_gzip_names_the_file(tmp_path, cut):
-    p = tmp_path / "broken.gz"
-    full = gzip.compress(b"\x00" * 1000)
-    p.write_bytes(full[:-cut])
-    with pytest.raises(IDXError, match="broken.gz: (corrupt|truncated)"):
-        read_idx(p)
-
-
-def test_garbage_gzip_names_the_file(tmp_path):
-    p = tmp_path / "garbage.gz"
-    p.write_bytes(b"\x1f\x8b" + b"\xff" * 50)
-    with pytest.raises(IDXError, match="garbage.gz: corrupt"):
-        read_idx(p)
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):
@@ -132,6 +91,9 @@ def test_flipped_byte_is_rejected(data_root, tmp_path, capsys):
     assert main(["data", "info", "--data-dir", str(root)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "checksum mismatch" in err[0] and "t10k-labels" in err[0]
+    # It says what to do, with commands that exist (there is no --no-verify flag).
+    assert "Delete it and run `lenet5 data download --dataset mnist`" in err[0]
+    assert "no-verify" not in err[0]
 
 
 def test_truncated_file_is_rejected(data_root, tmp_path, capsys):
@@ -145,12 +107,57 @@ def test_truncated_file_is_rejected(data_root, tmp_path, capsys):
 def test_label_file_from_other_split_is_rejected(data_root, tmp_path, capsys):
     root = copy_real(data_root, tmp_path)
     shutil.copy(root / "mnist" / "train-labels-idx1-ubyte.gz", root / "mnist" / "t10k-labels-idx1-ubyte.gz")
-    with pytest.raises(DataError):
-        load_split("mnist", "test", root)
-    # Unverified, the count mismatch itself is still caught and named.
-    with pytest.raises(DataError, match="10000 images but 60000 labels"):
-        load_split("mnist", "test", root, verify=False)
+    # 60,000 labels where the test split has 10,000: refused from the header, verified or not.
+    for verify in (True, False):
+        with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: header declares shape "
+                                            r"\(60000,\), expected"):
+            load_split("mnist", "test", root, verify=verify)
     assert main(["data", "info", "--data-dir", str(root)]) == 1
+
+
+def test_unverified_split_with_fewer_labels_than_images_is_named(data_root, tmp_path):
+    root = copy_real(data_root, tmp_path)
+    labels = load_split("mnist", "test", root)[1]
+    write_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz", labels[:9000])
+    with pytest.raises(DataError, match="10000 images but 9000 labels"):
+        load_split("mnist", "test", root, verify=False)
+
+
+def test_test_split_never_needs_the_training_files(data_root, tmp_path, monkeypatch):
+    import urllib.request
+
+    def boom(*a, **k):
+        raise AssertionError("network touched")
+
+    monkeypatch.setattr(urllib.request, "urlopen", boom)
+    (tmp_path / "mnist").mkdir()
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copy(data_root / "mnist" / f"{stem}.gz", tmp_path / "mnist")
+    x, y = load_split("mnist", "test", tmp_path)  # download=True, yet no network: all there
+    assert x.shape == (10000, 28, 28) and y.shape == (10000,)
+
+
+def test_gzip_bomb_in_the_data_root_is_one_line_and_cheap(data_root, tmp_path, capsys):
+    """A 2 MB file that would inflate to 2 GiB, named as MNIST's test images: refused after the
+    7.8 MB the real file holds, never inflated further (the attack measured 4.4 GB here)."""
+    import tracemalloc
+
+    from .test_idx import header, write_bomb
+
+    root = copy_real(data_root, tmp_path)
+    path = root / "mnist" / "t10k-images-idx3-ubyte.gz"
+    assert write_bomb(path, header(10000, 28, 28), 2048) < 3_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: has trailing bytes"):
+            load_split("mnist", "test", root)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 7_840_016 + (1 << 20)  # the real file's 7.8 MB and a few small buffers
+    assert main(["data", "info", "--data-dir", str(root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lenet5: error: ") and str(path) in err[0]
 
 
 def test_info_function_reports_per_file(data_root):

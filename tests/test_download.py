@@ -2,8 +2,9 @@
 
 The server serves small synthetic IDX files (made with ``write_idx``) under ``/<mode>/<name>``;
 ``mode`` picks the behaviour (good, 404, 500, wrong bytes, garbage, cut mid-transfer, ignoring
-Range, stalling). Every request's path and Range header is recorded so tests can assert what
-went over the wire, including that nothing did.
+Range, stalling, a gzip bomb, an endless body, a lying Content-Length). Every request's path
+and Range header is recorded so tests can assert what went over the wire, including that
+nothing did.
 """
 
 from __future__ import annotations
@@ -20,10 +21,20 @@ import numpy as np
 import pytest
 
 import lenet5.data.datasets
+from lenet5.cli import main
 from lenet5.data import download
-from lenet5.data.datasets import DATASETS, load_split
-from lenet5.data.download import DownloadError, download_dataset, download_file
-from lenet5.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, sha256_decompressed, write_idx
+from lenet5.data.datasets import DATASETS, DataError, download_dataset, load_split
+from lenet5.data.download import DownloadError, download_file, max_download_bytes
+from lenet5.data.idx import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    nbytes,
+    read_idx,
+    sha256_decompressed,
+    write_idx,
+)
+
+from .test_idx import ZEROS_MEMBER, header
 
 STEM = "train-images-idx3-ubyte"
 NAME = STEM + ".gz"
@@ -51,6 +62,7 @@ class _Server:
     def __init__(self, files: dict[str, bytes]):
         self.files = files  # "<stem>.gz" -> bytes
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.sent: dict[str, int] = {}  # path -> bytes sent by the unbounded modes
         self.release = threading.Event()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         # A short poll interval: shutdown() waits for it, and the default 0.5 s adds up.
@@ -89,6 +101,18 @@ def _handler(server: _Server) -> type[http.server.BaseHTTPRequestHandler]:
                 return self._send(200, b"<html>Service unavailable</html>")
             if mode == "truncgz":  # gzip magic, stream cut short, length consistent
                 return self._send(200, body[: len(body) // 2])
+            if mode == "bomb":  # the right header, then 20 MiB of zeros in about 20 kB
+                head = header(6, 28, 28) if "images" in name else header(6)
+                return self._send(200, gzip.compress(head) + ZEROS_MEMBER * 20)
+            if mode == "huge":  # announces 100 MB
+                self.send_response(200)
+                self.send_header("Content-Length", str(100_000_000))
+                self.end_headers()
+                return self._write_until_closed(b"\x1f\x8b" + b"\0" * (1 << 16), 2)
+            if mode == "endless":  # no Content-Length: the body ends when the server closes
+                self.send_response(200)
+                self.end_headers()
+                return self._write_until_closed(b"\x1f\x8b" + b"\0" * (1 << 16), 1600)
             if mode in ("cut", "norange-cut") and first:
                 return self._send(200, body, cut=len(body) // 2)
             if rng and mode != "norange-cut":
@@ -110,6 +134,17 @@ def _handler(server: _Server) -> type[http.server.BaseHTTPRequestHandler]:
             self.wfile.flush()
             self.close_connection = True
 
+        def _write_until_closed(self, chunk: bytes, times: int) -> None:
+            """Send ``chunk`` up to ``times`` times (100 MB for 1600); stop when the client hangs
+            up, and count what went out."""
+            self.close_connection = True
+            try:
+                for _ in range(times):
+                    self.wfile.write(chunk)
+                    server.sent[self.path] = server.sent.get(self.path, 0) + len(chunk)
+            except OSError:
+                pass
+
     return Handler
 
 
@@ -130,7 +165,8 @@ def spec(payload, server):
         stem: hashlib.sha256(gzip.decompress(gz)).hexdigest()
         for stem, (_, gz) in payload.items()
     }
-    return dataclasses.replace(DATASETS["mnist"], sha256=sums, mirrors=(server.url("good"),))
+    return dataclasses.replace(DATASETS["mnist"], sha256=sums, mirrors=(server.url("good"),),
+                               counts={"train": 6, "test": 4})
 
 
 def _closed_port_url() -> str:
@@ -141,7 +177,8 @@ def _closed_port_url() -> str:
 
 
 def _get(urls, dest, payload, **kw) -> Path:
-    kw = {"retries": 3, "backoff": 0, "timeout": 5, "progress": False} | kw
+    kw = {"retries": 3, "backoff": 0, "timeout": 5, "progress": False,
+          "size": nbytes((6, 28, 28))} | kw
     sha = hashlib.sha256(gzip.decompress(payload[STEM][1])).hexdigest()
     return download_file(urls, dest, sha256=sha, **kw)
 
@@ -161,12 +198,15 @@ def test_download_dataset_fetches_all_four_verified_files(spec, payload, tmp_pat
         np.testing.assert_array_equal(read_idx(path, expect_magic=magic), array)
 
 
-def test_load_split_downloads_through_ensure_downloaded(spec, payload, tmp_path, monkeypatch):
+def test_load_split_downloads_only_its_split(spec, server, payload, tmp_path, monkeypatch):
     monkeypatch.setitem(lenet5.data.datasets.DATASETS, "mnist", spec)
     images, labels = load_split("mnist", "test", data_dir=tmp_path)  # progress bar on
     np.testing.assert_array_equal(images, payload["t10k-images-idx3-ubyte"][0])
     np.testing.assert_array_equal(labels, payload["t10k-labels-idx1-ubyte"][0])
-    assert len(list((tmp_path / "mnist").glob("*.gz"))) == 4  # ensure_downloaded fetches all
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert sorted(path for path, _ in server.requests) == [
+        "/good/t10k-images-idx3-ubyte.gz", "/good/t10k-labels-idx1-ubyte.gz"]
 
 
 # 2. failover
@@ -200,6 +240,29 @@ def test_connection_refused_and_timeout_are_reported(server, payload, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unresolvable_host_is_not_retried(payload, tmp_path, monkeypatch):
+    import urllib.error
+
+    calls = []
+
+    def no_dns(request, timeout):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    urls = ["http://a.invalid/" + NAME, "http://b.invalid/" + NAME]
+    with pytest.raises(DownloadError, match="Name or service not known"):
+        _get(urls, tmp_path / NAME, payload, retries=3, backoff=10)  # would sleep 30 s
+    assert calls == urls  # once per mirror: offline, retrying only keeps the user waiting
+
+
+def test_download_error_is_one_line(server, payload, tmp_path):
+    urls = [server.url(m) + NAME for m in ("404", "500")]
+    with pytest.raises(DownloadError) as info:
+        _get(urls, tmp_path / NAME, payload, retries=1)
+    assert "\n" not in str(info.value) and all(u in str(info.value) for u in urls)
+
+
 def test_no_mirrors_is_an_error(tmp_path):
     with pytest.raises(DownloadError, match="no mirrors"):
         download_file([], tmp_path / NAME, sha256=None)
@@ -220,6 +283,88 @@ def test_corrupt_content_is_rejected_and_leaves_nothing(spec, server, tmp_path, 
     assert all(m in message for m in mirrors) and reason in message and "HTTP 404" in message
     assert list(tmp_path.iterdir()) == []  # no final file, no .part
     assert len(server.ranges(mode, f"{spec.stems()[0]}.gz")) == 1  # bad content: no retry
+
+
+# 3b. hostile mirrors: nothing past the size a gzip of the file can take
+
+
+def test_gzip_bomb_from_a_mirror_is_refused_without_inflating_it(spec, server, tmp_path):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DownloadError) as info:
+            download_dataset(spec, tmp_path, mirrors=[server.url("bomb")], progress=False,
+                             backoff=0, stems=[STEM])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"decompresses to more than {nbytes((6, 28, 28))} bytes" in str(info.value)
+    assert peak < 2 << 20  # 20 MiB would inflate; well under 2 MiB was spent
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("huge", "announces 100000000 bytes"),
+                                              ("endless", "sent more than")])
+def test_oversized_body_is_cut_off(server, payload, tmp_path, mode, reason):
+    limit = max_download_bytes(nbytes((6, 28, 28)))
+    with pytest.raises(DownloadError, match=reason) as info:
+        _get([server.url(mode) + NAME], tmp_path / NAME, payload, retries=1)
+    assert str(limit) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # nothing kept: not even a .part to resume
+    # The client hung up: the server got nowhere near its 100 MB out (socket buffers aside).
+    assert server.sent.get(f"/{mode}/{NAME}", 0) < 10_000_000
+
+
+def test_max_download_bytes_holds_a_stored_gzip():
+    import os
+    import zlib
+
+    data = os.urandom(300_000)  # incompressible: deflate falls back to stored blocks
+    for level in (0, 9):
+        z = zlib.compressobj(level, zlib.DEFLATED, 31)
+        assert len(z.compress(data) + z.flush()) <= max_download_bytes(len(data))
+
+
+# 3c. offline: a failed download says where it looked and how to point at the data
+
+
+def _offline(monkeypatch, spec, mirrors):
+    monkeypatch.setitem(lenet5.data.datasets.DATASETS, "mnist",
+                        dataclasses.replace(spec, mirrors=tuple(mirrors)))
+    monkeypatch.setattr(download.time, "sleep", lambda s: None)
+
+
+def test_offline_load_names_the_folder_and_the_ways_to_point_at_data(
+    spec, server, tmp_path, monkeypatch
+):
+    _offline(monkeypatch, spec, [_closed_port_url(), server.url("404")])
+    with pytest.raises(DataError) as info:
+        load_split("mnist", "test", tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "mnist") in message
+    assert "--data-dir DIR" in message and "LENET5_DATA_DIR" in message
+    assert "refused" in message.lower() and "HTTP 404" in message
+    # Only the test split was wanted: the training files were never asked for.
+    assert {path.rsplit("/", 1)[1] for path, _ in server.requests} == {"t10k-images-idx3-ubyte.gz"}
+
+
+@pytest.mark.parametrize("argv", [["viz", "confusion"], ["train", "--epochs", "1"]])
+def test_offline_commands_say_how_to_point_at_data(spec, server, tmp_path, monkeypatch, capsys,
+                                                   argv):
+    _offline(monkeypatch, spec, [server.url("404")])
+    monkeypatch.setenv("LENET5_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # where a command writes its outputs by default
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lenet5: error: "), err
+    assert str(tmp_path / "data" / "mnist") in err[0] and "--data-dir DIR" in err[0]
+    assert "LENET5_DATA_DIR" in err[0]
+    wanted = {path.rsplit("/", 1)[1] for path, _ in server.requests}
+    if argv[0] == "viz":  # the confusion matrix needs the test split only
+        assert wanted == {"t10k-images-idx3-ubyte.gz"}
+    else:
+        assert wanted == {"train-images-idx3-ubyte.gz"}
 
 
 # 4. cut mid-transfer, resumed

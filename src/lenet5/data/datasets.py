@@ -3,19 +3,23 @@
 The data root holds one folder per dataset (``<root>/mnist/``, ``<root>/fashion-mnist/``).
 It is, in order: the ``data_dir`` argument (``--data-dir``), ``$LENET5_DATA_DIR``, then the
 user cache directory. Files present and verified touch no network; missing files are fetched
-by :mod:`lenet5.data.download` from the mirrors below.
+by :mod:`lenet5.data.download` from the mirrors below, only those of the split asked for.
+
+Every file's shape (count, rows, cols) is part of its spec, so its decompressed size is known
+before a byte is inflated: a file (or a download) that would inflate past it is refused.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .idx import IMAGES_MAGIC, LABELS_MAGIC, IDXError, parse, read_bytes
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, IDXError, nbytes, read_idx_checked
 
 SPLITS = ("train", "test")
 ENV_VAR = "LENET5_DATA_DIR"
@@ -37,9 +41,26 @@ class DatasetSpec:
             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
         }
     )
+    # images per split and their size: with them, each file's exact decompressed size
+    counts: dict[str, int] = field(default_factory=lambda: {"train": 60_000, "test": 10_000})
+    image_size: tuple[int, int] = (28, 28)
 
-    def stems(self) -> list[str]:
-        return [stem for pair in self.files.values() for stem in pair]
+    def stems(self, splits: tuple[str, ...] | None = None) -> list[str]:
+        return [stem for split, pair in self.files.items() if splits is None or split in splits
+                for stem in pair]
+
+    def shape(self, stem: str) -> tuple[int, ...]:
+        """The array a file holds: ``(count, 28, 28)`` for images, ``(count,)`` for labels."""
+        for split, (images, labels) in self.files.items():
+            if stem == images:
+                return (self.counts[split], *self.image_size)
+            if stem == labels:
+                return (self.counts[split],)
+        raise KeyError(f"{stem!r} is not a file of {self.name}")
+
+    def nbytes(self, stem: str) -> int:
+        """The exact decompressed size of a file (IDX header included)."""
+        return nbytes(self.shape(stem))
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -116,39 +137,100 @@ def find_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def missing_files(name: str, data_dir: str | os.PathLike | None = None) -> list[str]:
+def missing_files(
+    name: str, data_dir: str | os.PathLike | None = None, splits: tuple[str, ...] | None = None
+) -> list[str]:
+    """Stems of the files (of ``splits``, default all) not present in the dataset's folder."""
     directory = dataset_dir(name, data_dir)
-    return [stem for stem in get_spec(name).stems() if find_file(directory, stem) is None]
+    return [stem for stem in get_spec(name).stems(splits) if find_file(directory, stem) is None]
 
 
 def ensure_downloaded(
-    name: str, data_dir: str | os.PathLike | None = None, progress: bool = True
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    splits: tuple[str, ...] | None = None,
 ) -> Path:
-    """Fetch whatever files are missing; no network at all when everything is present."""
-    directory = dataset_dir(name, data_dir)
-    if missing_files(name, data_dir):
-        from .download import download_dataset
+    """Fetch the missing files of ``splits`` (default all); no network when they are present.
 
-        download_dataset(get_spec(name), directory, progress=progress)
+    A failed download is one line naming the folder looked in and how to point at the data.
+    """
+    directory = dataset_dir(name, data_dir)
+    missing = missing_files(name, data_dir, splits)
+    if missing:
+        from .download import DownloadError
+
+        try:
+            download_dataset(get_spec(name), directory, progress=progress, stems=missing)
+        except DownloadError as e:
+            raise DataError(
+                f"{directory}: {', '.join(missing)} not found there and the download failed "
+                f"({e}). Point --data-dir DIR or ${ENV_VAR} at a folder whose {name}/ holds the "
+                f"IDX files, or run `lenet5 data download --dataset {name}` where the network "
+                "is reachable"
+            ) from None
     return directory
 
 
-@functools.lru_cache(maxsize=8)
-def _load_verified(path: Path, mtime_ns: int, expect_magic: int, sha256: str | None) -> np.ndarray:
-    import hashlib
+def download_dataset(
+    spec: DatasetSpec,
+    directory: str | os.PathLike,
+    *,
+    mirrors: Sequence[str] | None = None,
+    stems: Sequence[str] | None = None,
+    **options,
+) -> list[Path]:
+    """Download every missing ``<stem>.gz`` of ``spec`` (or of ``stems``) into ``directory``;
+    return those fetched.
 
-    data = read_bytes(path)
-    if sha256 is not None:
-        got = hashlib.sha256(data).hexdigest()
-        if got != sha256:
-            raise DataError(
-                f"{path}: checksum mismatch (SHA-256 of decompressed content {got[:16]}..., "
-                f"expected {sha256[:16]}...); the file is corrupt or not the published one. "
-                "Delete it to re-download, or pass verify=False / --no-verify to load anyway."
-            )
-    array = parse(data, name=str(path), expect_magic=expect_magic)
+    A file already present (gzip or raw, see :func:`find_file`) is not touched and costs no
+    network request. ``mirrors`` (base URLs) overrides ``spec.mirrors``, e.g. for an internal
+    copy; ``options`` (``progress``, ``retries``, ``backoff``, ``timeout``) go to
+    :func:`lenet5.data.download.download_file`. Each file is capped at its spec's size.
+    """
+    from .download import download_file
+
+    directory = Path(directory)
+    bases = [b if b.endswith("/") else b + "/" for b in (spec.mirrors if mirrors is None else mirrors)]
+    missing = [stem for stem in (spec.stems() if stems is None else stems)
+               if find_file(directory, stem) is None]
+    if missing:
+        directory.mkdir(parents=True, exist_ok=True)
+    return [
+        download_file([base + f"{stem}.gz" for base in bases], directory / f"{stem}.gz",
+                      sha256=spec.sha256.get(stem), size=spec.nbytes(stem), **options)
+        for stem in missing
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _load(
+    path: Path, mtime_ns: int, magic: int, shape: tuple[int, ...], fewer_ok: bool
+) -> tuple[np.ndarray, str]:
+    """(read-only array, SHA-256 of the decompressed content); never inflates past ``shape``."""
+    try:
+        array, digest = read_idx_checked(path, magic, shape=shape, fewer_ok=fewer_ok)
+    except IDXError as e:
+        raise DataError(str(e)) from None
     array.setflags(write=False)
-    return array
+    return array, digest
+
+
+def _load_file(spec: DatasetSpec, path: Path, stem: str, exact: bool) -> tuple[np.ndarray, str]:
+    """One file of ``spec`` and its digest: exactly the published shape, or (``exact=False``) at
+    most as many items."""
+    magic = IMAGES_MAGIC if stem in {images for images, _ in spec.files.values()} else LABELS_MAGIC
+    return _load(path, path.stat().st_mtime_ns, magic, spec.shape(stem), not exact)
+
+
+def _check_sum(spec: DatasetSpec, path: Path, stem: str, digest: str) -> None:
+    if digest != spec.sha256[stem]:
+        raise DataError(
+            f"{path}: checksum mismatch (SHA-256 of decompressed content {digest[:16]}..., "
+            f"expected {spec.sha256[stem][:16]}...); the file is corrupt or not the published "
+            f"one. Delete it and run `lenet5 data download --dataset {spec.name}` (with the same "
+            "--data-dir) to fetch it again"
+        )
 
 
 def load_split(
@@ -158,28 +240,30 @@ def load_split(
     download: bool = True,
     verify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, 28, 28) uint8`` and labels ``(N,) uint8`` of one split, validated."""
+    """Images ``(N, 28, 28) uint8`` and labels ``(N,) uint8`` of one split, validated.
+
+    Needs (and downloads, if ``download``) only that split's two files. ``verify=False`` skips
+    the checksum and accepts fewer images than published, never more.
+    """
     spec = get_spec(name)
     if split not in spec.files:
         raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     directory = dataset_dir(name, data_dir)
-    image_stem, label_stem = spec.files[split]
-    if download and (find_file(directory, image_stem) is None or find_file(directory, label_stem) is None):
-        ensure_downloaded(name, data_dir)
+    if download:
+        ensure_downloaded(name, data_dir, splits=(split,))
     arrays = []
-    for stem, magic in ((image_stem, IMAGES_MAGIC), (label_stem, LABELS_MAGIC)):
+    for stem in spec.files[split]:
         path = find_file(directory, stem)
         if path is None:
             raise DataError(
                 f"{directory / (stem + '.gz')}: not found (run `lenet5 data download "
-                f"--dataset {name}` or point --data-dir / ${ENV_VAR} at a folder holding it)"
+                f"--dataset {name}` or point --data-dir DIR or ${ENV_VAR} at a folder whose "
+                f"{name}/ holds it)"
             )
-        try:
-            arrays.append(
-                _load_verified(path, path.stat().st_mtime_ns, magic, spec.sha256[stem] if verify else None)
-            )
-        except IDXError as e:
-            raise DataError(str(e)) from None
+        array, digest = _load_file(spec, path, stem, exact=verify)
+        if verify:
+            _check_sum(spec, path, stem, digest)
+        arrays.append(array)
     images, labels = arrays
     if images.shape[0] != labels.shape[0]:
         raise DataError(
@@ -195,8 +279,6 @@ def load_split(
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> dict:
     """Counts, class histograms, pixel statistics and checksum status (``lenet5 data info``)."""
-    import hashlib
-
     spec = get_spec(name)
     directory = dataset_dir(name, data_dir)
     info: dict = {"dataset": name, "directory": str(directory), "files": {}, "splits": {}}
@@ -206,7 +288,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> dict:
         if path is None:
             entry.update(present=False, verified=False)
         else:
-            got = hashlib.sha256(read_bytes(path)).hexdigest()
+            got = _load_file(spec, path, stem, exact=True)[1]
             entry.update(present=True, sha256=got, verified=got == spec.sha256[stem])
         info["files"][stem] = entry
     for split in SPLITS:

@@ -17,6 +17,11 @@ Design, and why:
   file is moved into place with :func:`os.replace`, which is atomic on one filesystem. So the
   destination never holds a truncated or corrupt file, and a ``.part`` known to be corrupt is
   deleted. (A ``.part`` cut short by the network is kept on purpose: it is what resume uses.)
+* **Bounded.** The decompressed size of every file is known from its spec, and a gzip of N
+  bytes is never much longer than N (deflate's stored blocks add 5 bytes per 64 KiB), so a
+  mirror that announces or sends more than that is cut off, and a file that inflates past its
+  size is refused without inflating the rest: a hostile mirror (one is plain HTTP) costs
+  neither disk nor memory beyond the real file's size.
 * **Standard library only** for HTTP (:mod:`urllib.request`), every request with a timeout,
   plus :mod:`tqdm` for the progress bar.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -34,10 +40,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .datasets import DatasetSpec, find_file
 from .idx import IDXError, sha256_decompressed
 
-__all__ = ["DownloadError", "download_dataset", "download_file"]
+__all__ = ["DownloadError", "download_file", "max_download_bytes"]
 
 _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -53,7 +58,8 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 class DownloadError(RuntimeError):
-    """No mirror produced a verified file; the message names every mirror and its failure."""
+    """No mirror produced a verified file; the message (one line) names every mirror and its
+    failure."""
 
 
 class _Transient(Exception):
@@ -64,11 +70,18 @@ class _MirrorFailed(Exception):
     """This mirror cannot supply the file (permanent HTTP error, corrupt content, retries spent)."""
 
 
+def max_download_bytes(size: int) -> int:
+    """The most bytes a gzip of ``size`` decompressed bytes can take (zlib's deflateBound is
+    about ``size * 1.0003`` plus a header; the rest is margin for a mirror's gzip header)."""
+    return size + size // 1000 + (64 << 10)
+
+
 def download_file(
     urls: Sequence[str],
     dest: Path,
     *,
     sha256: str | None,
+    size: int | None = None,
     retries: int = 3,
     backoff: float = 0.5,
     timeout: float = 30.0,
@@ -79,7 +92,9 @@ def download_file(
     Each url gets up to ``retries`` attempts for transient faults, sleeping
     ``backoff * 2**k`` seconds between them; ``timeout`` bounds every connect and read.
     ``sha256`` is that of the decompressed content (``None`` skips the hash but a ``.gz``
-    destination must still decompress). Raises :class:`DownloadError` when every url fails.
+    destination must still decompress). ``size``, the decompressed size, bounds what is read
+    from the network (:func:`max_download_bytes`) and what is inflated. Raises
+    :class:`DownloadError` when every url fails.
     """
     if not urls:
         raise DownloadError(f"no mirrors given for {Path(dest).name}")
@@ -90,56 +105,17 @@ def download_file(
     failures: list[str] = []
     for url in urls:
         try:
-            _from_mirror(url, part, dest.name, sha256, retries, backoff, timeout, progress)
+            _from_mirror(url, part, dest.name, sha256, size, retries, backoff, timeout, progress)
         except _MirrorFailed as e:
-            failures.append(f"  - {url}: {e}")
+            failures.append(f"{url}: {e}")
             continue
         os.replace(part, dest)  # atomic: dest is either absent or the verified file
         return dest
-    kept = f"\nThe partial download {part} is kept and will be resumed." if part.exists() else ""
+    kept = f"; the partial download {part} is kept and will be resumed" if part.exists() else ""
     raise DownloadError(
         f"could not download {dest.name} into {dest.parent} from any of {len(urls)} "
-        f"mirror(s):\n" + "\n".join(failures) + kept
+        f"mirror(s): " + "; ".join(failures) + kept
     )
-
-
-def download_dataset(
-    spec: DatasetSpec,
-    directory: Path,
-    *,
-    mirrors: Sequence[str] | None = None,
-    progress: bool = True,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
-) -> list[Path]:
-    """Download every missing ``<stem>.gz`` of ``spec`` into ``directory``; return those fetched.
-
-    A file already present (gzip or raw, see :func:`lenet5.data.datasets.find_file`) is not touched and
-    costs no network request, so an offline machine with the files works. ``mirrors`` (base
-    URLs) overrides ``spec.mirrors``, e.g. for an internal copy.
-    """
-    directory = Path(directory)
-    bases = tuple(spec.mirrors if mirrors is None else mirrors)
-    missing = [stem for stem in spec.stems() if find_file(directory, stem) is None]
-    if missing:
-        directory.mkdir(parents=True, exist_ok=True)
-    fetched = []
-    for stem in missing:
-        name = f"{stem}.gz"
-        urls = [base if base.endswith("/") else base + "/" for base in bases]
-        fetched.append(
-            download_file(
-                [base + name for base in urls],
-                directory / name,
-                sha256=spec.sha256.get(stem),
-                retries=retries,
-                backoff=backoff,
-                timeout=timeout,
-                progress=progress,
-            )
-        )
-    return fetched
 
 
 def _from_mirror(
@@ -147,6 +123,7 @@ def _from_mirror(
     part: Path,
     label: str,
     sha256: str | None,
+    size: int | None,
     retries: int,
     backoff: float,
     timeout: float,
@@ -154,16 +131,17 @@ def _from_mirror(
 ) -> None:
     """Leave a verified file at ``part`` or raise :class:`_MirrorFailed`."""
     attempts = 0
+    limit = None if size is None else max_download_bytes(size)
     while True:
         try:
-            resumed = _fetch(url, part, label, timeout, progress)
+            resumed = _fetch(url, part, label, timeout, progress, limit)
         except _Transient as e:
             attempts += 1
             if attempts >= retries:
                 raise _MirrorFailed(f"{e} (gave up after {attempts} attempt(s))") from None
             time.sleep(backoff * 2 ** (attempts - 1))
             continue
-        problem = _verify(part, sha256, gzip_expected=label.endswith(".gz"))
+        problem = _verify(part, sha256, size, gzip_expected=label.endswith(".gz"))
         if problem is None:
             return
         part.unlink(missing_ok=True)  # known corrupt: never leave it to be resumed or used
@@ -174,8 +152,13 @@ def _from_mirror(
         # a from-zero transfer never takes this branch.
 
 
-def _fetch(url: str, part: Path, label: str, timeout: float, progress: bool) -> bool:
-    """One GET into ``part``, resuming it if it holds bytes. True when the result was resumed."""
+def _fetch(
+    url: str, part: Path, label: str, timeout: float, progress: bool, limit: int | None
+) -> bool:
+    """One GET into ``part``, resuming it if it holds bytes. True when the result was resumed.
+
+    More than ``limit`` bytes in all (announced or sent) fails the mirror and deletes ``part``.
+    """
     offset = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers=_HEADERS)
     if offset:
@@ -192,6 +175,10 @@ def _fetch(url: str, part: Path, label: str, timeout: float, progress: bool) -> 
             raise _Transient(message) from None
         raise _MirrorFailed(message) from None
     except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets
+        if isinstance(getattr(e, "reason", None), socket.gaierror):
+            # The name does not resolve (offline, no DNS): asking again a second later will not
+            # help, and retrying every mirror only keeps an offline user waiting.
+            raise _MirrorFailed(_describe(e)) from None
         raise _Transient(_describe(e)) from None
     with response:
         resumed = offset > 0 and response.status == 206
@@ -201,7 +188,16 @@ def _fetch(url: str, part: Path, label: str, timeout: float, progress: bool) -> 
         start = offset if resumed else 0  # a 200 is the whole file: rewrite from zero
         length = _int_or_none(response.headers.get("Content-Length"))
         expected = None if length is None else start + length
-        _copy(response, part, "ab" if resumed else "wb", start, expected, label, progress)
+        if limit is not None and expected is not None and expected > limit:
+            part.unlink(missing_ok=True)
+            raise _MirrorFailed(
+                f"announces {expected} bytes, more than the {limit} a gzip of this file can take"
+            )
+        try:
+            _copy(response, part, "ab" if resumed else "wb", start, expected, label, progress, limit)
+        except _MirrorFailed:
+            part.unlink(missing_ok=True)
+            raise
     size = part.stat().st_size
     if expected is not None and size < expected:
         # http.client's read(n) returns b"" on an early close instead of raising, so count.
@@ -217,8 +213,12 @@ def _copy(
     total: int | None,
     label: str,
     progress: bool,
+    limit: int | None,
 ) -> None:
-    """Stream the body to ``part``; whatever arrived before a fault stays there for resume."""
+    """Stream the body to ``part``; whatever arrived before a fault stays there for resume.
+
+    Raises :class:`_MirrorFailed` as soon as more than ``limit`` bytes in all have arrived.
+    """
     with open(part, mode) as f, tqdm(
         total=total,
         initial=start,
@@ -228,8 +228,15 @@ def _copy(
         unit_divisor=1024,
         disable=not progress,
     ) as bar:
+        size = start
         try:
             while chunk := response.read(_CHUNK):
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise _MirrorFailed(
+                        f"sent more than {limit} bytes, more than a gzip of this file can take; "
+                        "cut off"
+                    )
                 f.write(chunk)
                 bar.update(len(chunk))
         except (OSError, http.client.HTTPException) as e:
@@ -239,7 +246,9 @@ def _copy(
             os.fsync(f.fileno())  # the bytes we verify are the bytes that survive a crash
 
 
-def _verify(part: Path, sha256: str | None, *, gzip_expected: bool) -> str | None:
+def _verify(
+    part: Path, sha256: str | None, size: int | None, *, gzip_expected: bool
+) -> str | None:
     """Why ``part`` is not the published file, or None if it is."""
     if gzip_expected:
         with open(part, "rb") as f:
@@ -248,7 +257,7 @@ def _verify(part: Path, sha256: str | None, *, gzip_expected: bool) -> str | Non
             # Typically an HTML error or captive-portal page served with status 200.
             return f"not a gzip file (starts with {head!r})"
     try:
-        got = sha256_decompressed(part)
+        got = sha256_decompressed(part, **({} if size is None else {"max_bytes": size}))
     except IDXError as e:
         return f"corrupt download: {e}"
     if sha256 is not None and got != sha256:
