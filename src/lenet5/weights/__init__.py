@@ -1,10 +1,14 @@
 """Pretrained weights shipped with the package, each with its model card.
 
 Each bundled model ``NAME`` is three files in this folder: ``NAME.safetensors`` (a lenet5
-checkpoint without optimiser state; :func:`lenet5.checkpoint.load_model` reads it),
+checkpoint without optimiser state; :func:`lenet5.inference.load.load` reads it by name),
 ``NAME.json`` (the model card: command, seed, commit, test accuracy, error count, per-class
 accuracy) and ``NAME.md`` (the same card for people). ``lenet5 bundle RUN_DIR NAME`` writes
 them from a training run (:mod:`lenet5.inference.bundle`).
+
+:func:`default_name` is the one place that says which bundled model is the default: what
+``lenet5 models`` marks, what ``predict``, ``viz``, ``report`` and ``evaluate`` use when given
+no model, and what ``serve`` lists first.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ DEFAULT_MODEL = "lenet5-modern"  # the registered model whose best bundled weigh
 
 
 def bundled_models(directory: str | Path = WEIGHTS_DIR) -> list[dict]:
-    """``[{"name", "path", "card"}]`` for every ``NAME.safetensors`` with a ``NAME.json`` card."""
+    """``[{"name", "path", "card"}]`` for every ``NAME.safetensors`` with a ``NAME.json`` card:
+    the default (:func:`default_name`) first, then the others by name."""
+    models = _scan(directory)
+    if not models:
+        return models
+    default = default_name(models)
+    return sorted(models, key=lambda m: (m["name"] != default, m["name"]))
+
+
+def _scan(directory: str | Path) -> list[dict]:
     out = []
     for path in sorted(Path(directory).glob("*.safetensors")):
         card_path = path.with_suffix(".json")
@@ -30,7 +43,7 @@ def bundled_models(directory: str | Path = WEIGHTS_DIR) -> list[dict]:
 
 def default_name(models: list[dict] | None = None) -> str:
     """The most accurate bundled ``lenet5-modern``; failing that, the most accurate of any."""
-    models = bundled_models() if models is None else models
+    models = _scan(WEIGHTS_DIR) if models is None else models
     if not models:
         raise ValueError("no bundled weights are installed (see `lenet5 bundle`)")
     modern = [m for m in models if m["card"].get("model") == DEFAULT_MODEL] or models
