@@ -8,18 +8,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx  # a hard test dependency (the dev extra): a missing one fails, never skips
+import onnxruntime as ort
 import pytest
 import torch
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from lenet5 import checkpoint as ckpt  # noqa: E402
-from lenet5.data.datasets import get_spec, load_split  # noqa: E402
-from lenet5.data.transforms import Normalization, to_unit  # noqa: E402
-from lenet5.inference.export import export_onnx, read_metadata  # noqa: E402
-from lenet5.models import create_model, get_entry, make_config  # noqa: E402
-from lenet5.training.losses import make_loss  # noqa: E402
+from lenet5 import checkpoint as ckpt
+from lenet5.cli import main
+from lenet5.data.datasets import get_spec, load_split
+from lenet5.data.transforms import Normalization, to_unit
+from lenet5.inference.export import export_onnx, read_metadata
+from lenet5.inference.load import load
+from lenet5.models import create_model, get_entry, make_config
+from lenet5.training.losses import make_loss
+from tests.checkpoint_support import tampered
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("LENET5_DATA_DIR") or str(ROOT.parent / "shared" / "data")
@@ -57,7 +59,6 @@ def train_briefly(name: str, model_args: dict, run_dir: Path) -> Path:
         "model": name, "model_config": model_config, "normalization": norm.to_dict(),
         "dataset": "mnist", "classes": list(get_spec("mnist").classes), "head": entry.head,
         "engine": "torch", "train_config": {}, "epoch": 2, "metrics": {}, "history": [],
-        "optimizer": {"param_groups": [], "scalars": {}},
     }
     return ckpt.save_checkpoint(run_dir, model.state_dict(), meta)
 
@@ -81,7 +82,8 @@ def exported(request, tmp_path_factory, one_thread):
 
 def test_onnxruntime_matches_pytorch_on_mnist(exported):
     checkpoint, onnx_path = exported
-    model, meta = ckpt.load_model(checkpoint)
+    loaded = load(checkpoint)
+    model, meta = loaded.model, loaded.meta
     norm = Normalization(**meta["normalization"])
     x, y = mnist("test", N_TEST, norm)
     with torch.no_grad():
@@ -117,6 +119,7 @@ def test_export_missing_checkpoint(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_export(exported, tmp_path):
     checkpoint, _ = exported
     out = tmp_path / "cli.onnx"
@@ -128,3 +131,27 @@ def test_cli_export(exported, tmp_path):
                           str(tmp_path / "x.onnx")], capture_output=True, text=True)
     assert bad.returncode != 0
     assert "no checkpoint found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_export_a_bundled_model_by_name(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "lenet5-1998", str(out)]) == 0
+    props = read_metadata(out)
+    assert props["model"] == "lenet5-1998" and props["prediction"] == "argmin"
+    assert float(props["normalization_scale"]) == 1.275
+    assert "(argmin)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem, edit", [
+    ("head", lambda m: {**m, "head": "rbf"}),  # a logits model said to be an RBF one
+    ("lacks normalization", lambda m: {k: v for k, v in m.items() if k != "normalization"}),
+    ("scale", lambda m: {**m, "normalization": {**m["normalization"], "scale": 0}}),
+    ("mode", lambda m: {**m, "normalization": {"shift": 0.1}}),
+])
+def test_export_refuses_inconsistent_metadata(tmp_path, capsys, problem, edit):
+    bad = tampered(tmp_path / "bad.safetensors", "lenet5-modern", meta_fn=edit)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(bad), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()  # nothing written, not even a wrong file

@@ -15,10 +15,14 @@ def register(sub) -> None:
                    help="the exact `lenet5 train ...` line that made the run (default: one "
                         "rebuilt from its config.json)")
     p.add_argument("--commit", help="git commit the run was trained at (default: HEAD now)")
-    p.add_argument("--out-dir", default=str(WEIGHTS_DIR), help="where to write (default: the package)")
+    p.add_argument("--out-dir", default=str(WEIGHTS_DIR),
+                   help="where to write (default: the installed package's weights, which needs --force)")
+    p.add_argument("--force", action="store_true",
+                   help="allow writing into the installed package's weights, replacing what ships")
     p.set_defaults(func=cmd_bundle)
 
 
 def cmd_bundle(args) -> int:
-    make_bundle(args.run_dir, args.name, args.data_dir, args.train_command, args.commit, args.out_dir)
+    make_bundle(args.run_dir, args.name, args.data_dir, args.train_command, args.commit,
+                args.out_dir, force=args.force)
     return 0

@@ -1,13 +1,14 @@
-"""``lenet5 export CKPT OUT.onnx [--opset N]``."""
+"""``lenet5 export [RUN] OUT.onnx [--opset N]``."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (normalised 32x32 input)")
-    p.add_argument("checkpoint", help="run directory or checkpoint.safetensors")
+    p = sub.add_parser("export", help="export a model to ONNX (normalised 32x32 input)")
+    p.add_argument("source", metavar="RUN",
+                   help="run directory, .safetensors file or bundled model name")
     p.add_argument("out", help="ONNX file to write, e.g. model.onnx")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.set_defaults(func=cmd_export)
 
 
@@ -15,7 +16,7 @@ def cmd_export(args) -> int:
     from ..inference.export import export_onnx, read_metadata
 
     try:
-        path = export_onnx(args.checkpoint, args.out, opset=args.opset)
+        path = export_onnx(args.source, args.out, opset=args.opset)
     except ImportError as e:  # onnx is an optional extra
         raise RuntimeError(f"ONNX export needs `pip install lenet5[onnx]` ({e})") from None
     meta = read_metadata(path)

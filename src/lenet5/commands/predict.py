@@ -5,21 +5,30 @@ from __future__ import annotations
 import json
 import sys
 
-from ..inference.predict import PredictError, load_image, preprocess, resolve_predictor
+from ..inference.load import ENGINES
+from ..inference.predict import PredictError, Predictor, load_image, preprocess
 
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, BMP, GIF, TIFF)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", help="run directory or .safetensors file (default: bundled weights)")
-    p.add_argument("--model", help="bundled model name (see `lenet5 models`)")
-    p.add_argument("--top-k", type=int, default=3)
+    add_source_argument(p)
+    p.add_argument("--engine", default="torch", choices=ENGINES, help="(default: torch)")
+    p.add_argument("--top-k", type=int, default=3, help="how many of the likeliest classes to show (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON document with every result")
     p.set_defaults(func=cmd_predict)
 
 
+def add_source_argument(p) -> None:
+    """``--model`` (or ``--checkpoint``): the one option naming the model, in every command
+    that takes a model as an option."""
+    p.add_argument("--model", "--checkpoint", dest="source", metavar="MODEL",
+                   help="bundled model name (see `lenet5 models`), run directory or .safetensors "
+                        "file (default: the default bundled model)")
+
+
 def cmd_predict(args) -> int:
-    predictor = resolve_predictor(args.checkpoint, args.model)
+    predictor = Predictor.load(args.source, engine=args.engine)
     results, failed = [], 0
     for path in args.images:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..inference.images import PredictError, load_image, preprocess
+from .predict import add_source_argument
 
 KINDS = {
     "features": "every layer's feature maps for one image (IMAGE, or --test-index N)",
@@ -19,12 +20,11 @@ def register(sub) -> None:
     p = sub.add_parser("viz", help="plots: feature maps, kernels, curves, confusion, errors (PNG/SVG)")
     p.add_argument("kind", choices=list(KINDS), help="; ".join(f"{k}: {v}" for k, v in KINDS.items()))
     p.add_argument("image", nargs="?", help="image file (features only)")
-    p.add_argument("--checkpoint", help="run directory or .safetensors file (default: bundled weights)")
-    p.add_argument("--model", help="bundled model name")
+    add_source_argument(p)
     p.add_argument("--test-index", type=int, help="features: use this test-set digit instead of IMAGE")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="data root (default: $LENET5_DATA_DIR, else the user cache)")
     p.add_argument("--limit", type=int, help="confusion/errors/classes: first N test images only")
-    p.add_argument("--max", type=int, default=60, help="errors: at most this many digits")
+    p.add_argument("--max", type=int, default=60, help="errors: at most this many digits (default: 60)")
     p.add_argument("--out", help="output .png or .svg (default KIND.png)")
     p.set_defaults(func=cmd_viz)
 
@@ -33,31 +33,32 @@ def cmd_viz(args) -> int:
     from ..reporting import viz  # matplotlib loads only when a picture is drawn
 
     out = args.out or f"{args.kind}.png"
+    if args.max < 1:
+        raise ValueError(f"--max must be at least 1, got {args.max}")
     fig = make_figure(args)
     print(viz.save(fig, out))
     return 0
 
 
 def make_figure(args):
-    from ..inference.predict import resolve_predictor
+    from ..inference.load import load
+    from ..inference.predict import Predictor
     from ..reporting import viz
 
     if args.kind == "prototypes":
         from ..models.bitmaps import rbf_prototypes
 
         return viz.prototypes(rbf_prototypes().numpy())
+    loaded = load(args.source)
     if args.kind == "curves":
-        from ..reporting.report import load_source
-
-        predictor, history, _, _ = load_source(args.checkpoint or args.model or _default_bundled())
-        return viz.training_curves(history, predictor.meta["model"], "")
-    predictor = resolve_predictor(args.checkpoint, args.model)
+        return viz.training_curves(loaded.history, loaded.meta["model"], "")
+    predictor = Predictor.from_loaded(loaded)
     if args.kind == "kernels":
         from ..reporting.report import c1_kernels
 
         return viz.kernels(c1_kernels(predictor.model), f"{predictor.name}: C1 kernels")
     if args.kind == "features":
-        x, label = feature_input(args)
+        x, label = feature_input(args, predictor.meta["dataset"])
         res = predictor.predict(x)[0]
         title = f"{label}: predicted {res['label']} ({max(res['probs']) * 100:.1f}%) by {predictor.name}"
         return viz.feature_maps(predictor.features(x), x, res["probs"], title)
@@ -75,11 +76,11 @@ def make_figure(args):
     return viz.per_class_bars(m["per_class_accuracy"], f"{predictor.name} per-class accuracy")
 
 
-def feature_input(args):
+def feature_input(args, dataset: str):
     if args.test_index is not None:
         from ..data.datasets import load_split
 
-        images, labels = load_split("mnist", "test", args.data_dir)
+        images, labels = load_split(dataset, "test", args.data_dir)
         if not 0 <= args.test_index < len(images):
             raise ValueError(f"--test-index must be in [0, {len(images)})")
         return images[args.test_index].astype("float32") / 255, \
@@ -87,9 +88,3 @@ def feature_input(args):
     if not args.image:
         raise PredictError("viz features needs an IMAGE or --test-index N")
     return preprocess(load_image(args.image)), args.image
-
-
-def _default_bundled() -> str:
-    from ..weights import default_name
-
-    return default_name()

@@ -5,12 +5,16 @@ The weights are re-saved without optimiser state (a quarter of a megabyte for Le
 count and per-class accuracy are those of exactly the bytes that ship. The card also records
 how the run was made: the command, the seed, the commit, the resolved config, the per-epoch
 curve and library versions. A test re-evaluates every bundled model against its card.
+
+Writing into the installed package's own weights folder (the default) replaces what ships, so
+it needs ``force=True`` (``lenet5 bundle --force``); anywhere else (``--out-dir``) it does not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 import time
@@ -62,17 +66,27 @@ def make_bundle(
     commit: str | None = None,
     out_dir: str | Path = WEIGHTS_DIR,
     log=print,
+    force: bool = False,
 ) -> dict:
-    """Write ``NAME.safetensors``, ``NAME.json`` and ``NAME.md`` into ``out_dir``; return the card."""
-    from safetensors.numpy import save_file
+    """Write ``NAME.safetensors``, ``NAME.json`` and ``NAME.md`` into ``out_dir``; return the card.
 
+    ``run_dir`` is anything :func:`lenet5.inference.load.resolve` accepts, checked as a bundle
+    source (model, normalisation, train config and epoch present and well-formed).
+    """
     from .evaluate import evaluate_checkpoint
+    from .load import resolve
 
-    if not name.replace("-", "").replace("_", "").isalnum():
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
         raise ValueError(f"bundle name {name!r}: use letters, digits, '-' and '_'")
-    state, _, meta = ckpt.read_checkpoint(run_dir)
-    cfg = meta["train_config"]
     out_dir = Path(out_dir)
+    if out_dir.resolve() == WEIGHTS_DIR.resolve() and not force:
+        raise ValueError(f"this would write into the installed package's weights ({WEIGHTS_DIR}) "
+                         "and replace what ships; pass --out-dir DIR, or --force to do it")
+    source = resolve(run_dir)
+    state, _, meta = ckpt.read_checkpoint(source.path, purpose="bundle")
+    cfg = meta["train_config"]
+    if not (isinstance(cfg.get("seed"), int) and not isinstance(cfg["seed"], bool)):
+        raise ckpt.CheckpointError(f"{source.path}: train_config has no whole-number seed")
     path = out_dir / f"{name}.safetensors"
     keep = ("model", "model_config", "normalization", "dataset", "classes", "head", "engine",
             "train_config", "epoch", "metrics", "history", "versions")
@@ -80,7 +94,7 @@ def make_bundle(
                    "bundle": {"name": name}}
     header = {"lenet5": json.dumps(bundle_meta, default=ckpt._json_default)}
     tensors = {k: ckpt.to_numpy(v) for k, v in state.items()}
-    ckpt.atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
+    ckpt.write_safetensors(path, tensors, header)
     size = path.stat().st_size
     if size > MAX_BYTES:
         path.unlink()
@@ -123,7 +137,9 @@ def make_bundle(
 
 def trainable_parameters(path: Path) -> int:
     """Trainable parameters only: not batch-norm statistics, not the RBF's fixed prototypes."""
-    model, _ = ckpt.load_model(path)
+    from .load import load
+
+    model = load(path).model
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 

@@ -7,6 +7,8 @@ class, then macro and support-weighted averages).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -86,39 +88,29 @@ def format_report(m: dict, title: str = "") -> str:
 
 
 def evaluate_checkpoint(
-    checkpoint: str,
+    source: str | Path | None = None,
     dataset: str | None = None,
     split: str = "test",
     data_dir: str | None = None,
     engine: str = "torch",
     batch_size: int = 1000,
 ) -> dict:
-    """Load a checkpoint and evaluate it on a split; returns the metrics dict plus context."""
-    from ..checkpoint import read_checkpoint
+    """Evaluate a model on a split: the metrics dict plus context. ``source`` is anything
+    :func:`lenet5.inference.load.load` accepts (a run, a checkpoint file, a bundled name)."""
     from ..data.datasets import get_spec, load_split
     from ..data.transforms import Normalization, to_unit
+    from .load import load
 
-    _, _, meta = read_checkpoint(checkpoint)
-    dataset = dataset or meta.get("dataset", "mnist")
+    loaded = load(source, engine=engine)
+    meta, model = loaded.meta, loaded.model
+    dataset = dataset or meta["dataset"]
     images, labels = load_split(dataset, split, data_dir)
-    norm = Normalization(**meta["normalization"])
-    x = norm(to_unit(images))
+    x = Normalization(**meta["normalization"])(to_unit(images))
     if engine == "numpy":
-        from ..scratch.model import from_checkpoint
-
-        np_model = from_checkpoint(checkpoint)
-        preds = np.concatenate([
-            np_model.scores(np_model.forward(x[i : i + batch_size].numpy(), train=False)).argmax(1)
-            for i in range(0, x.shape[0], batch_size)
-        ])
-    elif engine == "torch":
-        from ..checkpoint import load_model
-
-        model, _ = load_model(checkpoint)
-        preds = model.scores(model_outputs(model, x, batch_size)).argmax(1).numpy()
+        preds = model.predict(x.numpy(), batch_size)
     else:
-        raise ValueError(f"unknown engine {engine!r}")
+        preds = model.scores(model_outputs(model, x, batch_size)).argmax(1).numpy()
     metrics = classification_metrics(labels, preds, get_spec(dataset).classes)
-    metrics.update(checkpoint=str(checkpoint), model=meta["model"], dataset=dataset, split=split,
-                   engine=engine)
+    metrics.update(checkpoint=str(loaded.path), name=loaded.name, model=meta["model"],
+                   dataset=dataset, split=split, engine=engine)
     return metrics

@@ -10,7 +10,10 @@ The exported graph is the unwrapped model's ``forward``, nothing more:
   the prediction is the argmin).
 
 The batch dimension is dynamic. Everything needed to use the file is in its ``metadata_props``
-(model, head, normalisation, classes, lenet5 version), so a consumer needs no checkpoint.
+(model, head, normalisation, classes, lenet5 version), so a consumer needs no checkpoint. They
+come from metadata checked when the checkpoint was opened (:mod:`lenet5.checkpoint`): a head
+that is not the model's, or a missing or invalid normalisation, is refused, never written as a
+wrong prediction rule or a silent shift 0 / scale 1.
 Preprocessing stays outside the graph on purpose: callers with a different source of digits
 (a canvas, a camera) already hold 32x32 fields and should not pay for a second resize.
 """
@@ -24,26 +27,28 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_write, load_model
+from ..checkpoint import atomic_write
+from .load import load
 
 INPUT_NAME, OUTPUT_NAME = "image", "output"
 FIELD = 32  # the paper's 32x32 input field (Section II-B)
 
 
 def onnx_metadata(meta: dict) -> dict[str, str]:
-    """The checkpoint's self-description, flattened to ONNX's string -> string properties."""
-    norm = meta.get("normalization", {})
+    """The self-description of a checked checkpoint (:func:`lenet5.inference.load.load`'s
+    ``meta``), flattened to ONNX's string -> string properties."""
+    norm = meta["normalization"]
     return {
         "lenet5_version": __version__,
         "model": meta["model"],
-        "model_config": json.dumps(meta.get("model_config", {})),
-        "head": meta.get("head", ""),
-        "prediction": "argmin" if meta.get("head") == "rbf" else "argmax",
-        "normalization_mode": str(norm.get("mode", "")),
-        "normalization_shift": repr(float(norm.get("shift", 0.0))),
-        "normalization_scale": repr(float(norm.get("scale", 1.0))),
-        "dataset": meta.get("dataset", ""),
-        "classes": json.dumps(meta.get("classes", [])),
+        "model_config": json.dumps(meta["model_config"]),
+        "head": meta["head"],
+        "prediction": "argmin" if meta["head"] == "rbf" else "argmax",
+        "normalization_mode": norm["mode"],
+        "normalization_shift": repr(float(norm["shift"])),
+        "normalization_scale": repr(float(norm["scale"])),
+        "dataset": meta["dataset"],
+        "classes": json.dumps(meta["classes"]),
         "input": f"{INPUT_NAME}: (N, 1, {FIELD}, {FIELD}) float32, normalised "
                  "(x - shift) * scale of the zero-padded [0, 1] digit",
         "output": f"{OUTPUT_NAME}: (N, 10) float32, raw model outputs "
@@ -63,11 +68,13 @@ def _trace_to_onnx(model: torch.nn.Module, path: Path, opset: int) -> None:
                           do_constant_folding=True, dynamo=False)
 
 
-def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17) -> Path:
-    """Write ``checkpoint``'s model as an ONNX file at ``out_path`` (atomically); returns it."""
+def export_onnx(source: str | Path | None, out_path: str | Path, opset: int = 17) -> Path:
+    """Write the model ``source`` names (a run, a checkpoint file, a bundled name) as an ONNX
+    file at ``out_path`` (atomically); returns it."""
     import onnx
 
-    model, meta = load_model(checkpoint, device="cpu")  # CheckpointError if missing or bad
+    loaded = load(source)  # CheckpointError if missing, bad or inconsistent
+    model, meta = loaded.model, loaded.meta
 
     def write(tmp: Path) -> None:
         _trace_to_onnx(model, tmp, opset)

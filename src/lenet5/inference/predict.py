@@ -4,6 +4,8 @@ Images are read and made MNIST-like by :mod:`.images` (re-exported here). :class
 applies the model's own 32x32 padding and normalisation and turns its outputs into
 probabilities: softmax for a logits head; for the RBF head the MAP criterion's posterior
 (Eq. 9), P(i) = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)), whose remainder is the "rubbish" class.
+Either engine runs the model: ``Predictor.load(source, engine="torch" | "numpy")``, where
+``source`` is anything :func:`lenet5.inference.load.load` accepts.
 """
 
 from __future__ import annotations
@@ -29,12 +31,18 @@ LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6")
 
 
 class Predictor:
-    """A model plus its input normalisation, ready to classify preprocessed 28x28 digits."""
+    """A model plus its input normalisation, ready to classify preprocessed 28x28 digits.
 
-    def __init__(self, model, meta: dict, name: str):
+    ``engine`` is ``"torch"`` for an ``nn.Module``, ``"numpy"`` for a :class:`lenet5.scratch.Model`
+    (by default: whichever ``model`` is).
+    """
+
+    def __init__(self, model, meta: dict, name: str, engine: str | None = None):
         from ..data.transforms import Normalization
+        from ..scratch import Model as NumpyModel
 
-        self.model, self.meta, self.name = model.eval(), meta, name
+        self.engine = engine or ("numpy" if isinstance(model, NumpyModel) else "torch")
+        self.model, self.meta, self.name = model.train(False), meta, name
         self.normalization = Normalization(**meta["normalization"])
         self.head = meta.get("head", "logits")
         self.classes = list(meta.get("classes", [str(i) for i in range(10)]))
@@ -42,22 +50,31 @@ class Predictor:
         self.posterior = "map-rbf" if self.head == "rbf" else "softmax"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, name: str | None = None) -> Predictor:
-        from ..checkpoint import load_model
+    def load(cls, source: str | Path | None = None, *, engine: str = "torch",
+             name: str | None = None) -> Predictor:
+        """The model ``source`` names (a run, a checkpoint file, a bundled name; None: the
+        default bundled model), through :func:`lenet5.inference.load.load`."""
+        from .load import load
 
-        model, meta = load_model(path)
-        return cls(model, meta, name or meta.get("bundle", {}).get("name") or str(path))
+        return cls.from_loaded(load(source, engine=engine), name)
+
+    @classmethod
+    def from_loaded(cls, loaded, name: str | None = None) -> Predictor:
+        """From what :func:`lenet5.inference.load.load` returned."""
+        return cls(loaded.model, loaded.meta, name or loaded.name, loaded.engine)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, name: str | None = None) -> Predictor:
+        """Deprecated: ``Predictor.load(path, name=name)``."""
+        return cls.load(path, name=name)
 
     @classmethod
     def bundled(cls, name: str | None = None) -> Predictor:
-        from ..weights import get_bundled
+        """Deprecated: ``Predictor.load(name)``."""
+        return cls.load(name)
 
-        entry = get_bundled(name)
-        return cls.from_checkpoint(entry["path"], entry["name"])
-
-    def _input(self, x: np.ndarray):
-        import torch
-
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        """``(N, 1, 32, 32)`` float32: the digits padded by the paper's 2 pixels, normalised."""
         from ..data.transforms import PAD
 
         a = np.asarray(x)
@@ -66,20 +83,41 @@ class Predictor:
         if a.ndim != 3 or a.shape[1:] != (FIELD, FIELD):
             raise PredictError(f"expected (N, 28, 28) or (28, 28) digits, got shape {np.shape(x)}")
         a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
-        t = torch.nn.functional.pad(torch.from_numpy(a)[:, None], (PAD,) * 4, value=0.0)
-        return self.normalization(t)  # (N, 1, 32, 32)
+        a = np.pad(a[:, None], ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD)))
+        if self.engine == "numpy":
+            return self.normalization(a).astype(np.float32)
+        import torch
+
+        return self.normalization(torch.from_numpy(a))  # the same float32 arithmetic in torch
+
+    def _forward(self, t, features: bool = False):
+        """The model's raw outputs ``(N, 10)`` float32 and their probabilities, as NumPy; with
+        ``features``, also every stage's activations (``c1 .. f6``)."""
+        if self.engine == "numpy":
+            feats = self.model.features(t) if features else {"out": self.model.forward(t)}
+            out = np.asarray(feats["out"], np.float32)
+            probs = np.exp(self.model.log_probs(out))
+            maps = {k: np.asarray(v) for k, v in feats.items()}
+        else:
+            import torch
+
+            with torch.no_grad():
+                feats = self.model.features(t) if features else {"out": self.model(t)}
+                out_t = feats["out"].float()
+                probs = self.model.log_probs(out_t).exp().numpy()
+            out, maps = out_t.numpy(), {k: v.numpy() for k, v in feats.items()}
+        if not (np.isfinite(out).all() and np.isfinite(probs).all()):
+            raise PredictError(f"{self.name}: the model's outputs are not finite for this input")
+        return out, probs, maps
 
     def outputs(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """``(probs, raw)``: ``(N, 10)`` probabilities and the model's raw outputs."""
-        import torch
-
         t = self._input(x)
         probs, raw = [], []
-        with torch.no_grad():
-            for i in range(0, t.shape[0], batch_size):
-                out = self.model(t[i : i + batch_size]).float()
-                raw.append(out.numpy())
-                probs.append(self.model.log_probs(out).exp().numpy())
+        for i in range(0, t.shape[0], batch_size):
+            out, p, _ = self._forward(t[i : i + batch_size])
+            raw.append(out)
+            probs.append(p)
         return np.concatenate(probs), np.concatenate(raw)
 
     def predict(self, x: np.ndarray, top_k: int = 3) -> list[dict[str, Any]]:
@@ -92,14 +130,9 @@ class Predictor:
 
     def predict_with_features(self, x: np.ndarray, top_k: int = 3) -> tuple[list[dict], dict]:
         """``predict`` and ``features`` of a batch ``(N, 28, 28)`` from one forward pass."""
-        import torch
-
-        with torch.no_grad():
-            feats = self.model.features(self._input(x))
-            out = feats["out"].float()
-            probs = self.model.log_probs(out).exp().numpy()
-        maps = {name: feats[name.lower()].numpy() for name in LAYERS}
-        return self._results(probs, out.numpy(), top_k), maps
+        out, probs, feats = self._forward(self._input(x), features=True)
+        maps = {name: feats[name.lower()] for name in LAYERS}
+        return self._results(probs, out, top_k), maps
 
     def _results(self, probs: np.ndarray, raw: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         k = max(1, min(int(top_k), probs.shape[1]))
@@ -122,18 +155,6 @@ class Predictor:
 
     def features(self, x28: np.ndarray) -> dict[str, np.ndarray]:
         """Activations of C1..F6 for preprocessed digit(s); no batch axis for a single (28, 28)."""
-        import torch
-
-        with torch.no_grad():
-            feats = self.model.features(self._input(x28))
+        _, _, feats = self._forward(self._input(x28), features=True)
         single = np.asarray(x28).ndim == 2
-        return {name: feats[name.lower()][0 if single else slice(None)].numpy() for name in LAYERS}
-
-
-def resolve_predictor(checkpoint: str | Path | None = None, model: str | None = None) -> Predictor:
-    """A checkpoint path (run dir or file) wins; else a bundled model by name; else the default."""
-    if checkpoint is not None and model is not None:
-        raise PredictError("give either a checkpoint or a bundled model name, not both")
-    if checkpoint is not None:
-        return Predictor.from_checkpoint(checkpoint)
-    return Predictor.bundled(model)
+        return {name: feats[name.lower()][0 if single else slice(None)] for name in LAYERS}

@@ -4,7 +4,7 @@ The page holds the run's config, the model summary table, the per-epoch metrics 
 test-set classification report and every plot of :mod:`lenet5.reporting.viz`, PNGs embedded as base64
 ``data:`` URIs. It loads nothing from anywhere: no scripts, no fonts, no external URLs, so it
 can be mailed or archived as one file. ``RUN`` is a run directory, a checkpoint file, or the
-name of a bundled model.
+name of a bundled model (:func:`lenet5.inference.load.load`).
 """
 
 from __future__ import annotations
@@ -17,32 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.load import Loaded, load
 from ..inference.predict import Predictor
 from . import viz
-
-
-def load_source(run: str | Path) -> tuple[Predictor, list[dict], dict, Path | None]:
-    """``(predictor, history, train_config, run_dir)`` for a run dir, checkpoint or bundled name.
-
-    The history is the run's ``metrics.jsonl`` when there is one, else the checkpoint's copy.
-    """
-    from ..weights import bundled_models
-
-    path = Path(run)
-    bundled = {b["name"]: b for b in bundled_models()}
-    if not path.exists() and str(run) in bundled:
-        predictor = Predictor.bundled(str(run))
-        return predictor, predictor.meta.get("history", []), predictor.meta.get("train_config", {}), None
-    predictor = Predictor.from_checkpoint(path)
-    run_dir = path if path.is_dir() else None
-    history = predictor.meta.get("history", [])
-    if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        history = [json.loads(s) for s in lines if s.strip()]
-    config = predictor.meta.get("train_config", {})
-    if run_dir is not None and (run_dir / "config.json").is_file():
-        config = json.loads((run_dir / "config.json").read_text())
-    return predictor, history, config, run_dir
 
 
 def split_predictions(predictor: Predictor, data_dir: str | None = None, split: str = "test",
@@ -50,6 +27,8 @@ def split_predictions(predictor: Predictor, data_dir: str | None = None, split: 
     """Images, labels, probabilities and predictions of ``predictor`` on a dataset split."""
     from ..data.datasets import load_split
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
     dataset = predictor.meta.get("dataset", "mnist")
     images, labels = load_split(dataset, split, data_dir)
     if limit:
@@ -90,12 +69,14 @@ def figures(predictor: Predictor, history: list[dict], preds: dict, metrics: dic
     return figs
 
 
-def build_report(run: str | Path, data_dir: str | None = None, limit: int | None = None) -> str:
+def build_report(run: str | Path | None, data_dir: str | None = None, limit: int | None = None) -> str:
     """The HTML text of the report (evaluated on the whole test split unless ``limit``)."""
     from ..inference.evaluate import classification_metrics
     from .summary import layer_table
 
-    predictor, history, config, run_dir = load_source(run)
+    loaded = load(run)
+    predictor = Predictor.from_loaded(loaded)
+    history, config = loaded.history, loaded.train_config
     preds = split_predictions(predictor, data_dir, "test", limit)
     metrics = classification_metrics(preds["labels"], preds["preds"], predictor.classes)
     figs = figures(predictor, history, preds, metrics)
@@ -124,24 +105,28 @@ def build_report(run: str | Path, data_dir: str | None = None, limit: int | None
               "<h2>Config</h2>",
               f"<pre>{e(json.dumps(config, indent=2))}</pre>",
               "<h2>Checkpoint</h2>",
-              f"<pre>{e(json.dumps(_checkpoint_facts(meta, run, run_dir), indent=2))}</pre>",
+              f"<pre>{e(json.dumps(_checkpoint_facts(loaded, run), indent=2))}</pre>",
               "</body></html>"]
     return "\n".join(parts) + "\n"
 
 
-def write_report(run: str | Path, out: str | Path | None = None, data_dir: str | None = None,
+def write_report(run: str | Path | None, out: str | Path | None = None, data_dir: str | None = None,
                  limit: int | None = None) -> Path:
+    """Write the report to ``out``: by default ``RUN/report.html`` for a run directory, else
+    ``NAME-report.html`` here (NAME: the run's or the bundled model's name)."""
     from ..checkpoint import atomic_write_text
+    from ..inference.load import resolve
 
     if out is None:
-        run_path = Path(run)
-        out = run_path / "report.html" if run_path.is_dir() else Path(f"{run_path.stem}-report.html")
+        is_dir = run is not None and Path(run).is_dir()
+        out = Path(run) / "report.html" if is_dir else Path(f"{resolve(run).name}-report.html")
     return atomic_write_text(out, build_report(run, data_dir, limit))
 
 
-def _checkpoint_facts(meta: dict, run, run_dir: Path | None) -> dict:
+def _checkpoint_facts(loaded: Loaded, run: str | Path | None) -> dict:
     keep = ("model", "model_config", "normalization", "dataset", "head", "engine", "epoch", "versions", "bundle")
-    return {"source": str(run_dir or run), **{k: meta[k] for k in keep if k in meta}}
+    source = loaded.run_dir or (run if run is not None else loaded.name)
+    return {"source": str(source), **{k: loaded.meta[k] for k in keep if k in loaded.meta}}
 
 
 def _table(header: list[str], rows: list[list], cls: str = "") -> str:
