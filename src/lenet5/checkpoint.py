@@ -410,6 +410,8 @@ def resolve(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"{path}: not a regular file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint found")
     return path

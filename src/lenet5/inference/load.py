@@ -81,7 +81,11 @@ def load(source: str | Path | None = None, *, engine: str = "torch", device: str
     src = resolve(source)
     state, _, meta = ckpt.read_checkpoint(src.path, purpose="model")
     meta = with_defaults(meta)
-    model = _build_torch(meta, state, device) if engine == "torch" else _build_numpy(meta, state)
+    try:
+        model = _build_torch(meta, state, device) if engine == "torch" else _build_numpy(meta, state)
+    except (KeyError, ValueError, RuntimeError) as e:  # the schema compares shapes first: a last resort
+        raise CheckpointError(f"{src.path}: weights do not fit {meta['model']}: "
+                              f"{' '.join(str(e).split())}") from None
     _check_outputs(model, meta, src.path, engine)
     return Loaded(model, meta, src.name, src.path, src.run_dir, engine)
 
@@ -135,10 +139,7 @@ def _build_torch(meta: dict, state: dict[str, np.ndarray], device: str):
     from ..models import create_model
 
     model = create_model(meta["model"], **meta["model_config"])
-    try:
-        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
-    except RuntimeError as e:  # the schema compares shapes first, so this is a last resort
-        raise CheckpointError(f"weights do not fit {meta['model']}: {' '.join(str(e).split())}") from None
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
     return model.to(device).eval()
 
 
@@ -146,10 +147,7 @@ def _build_numpy(meta: dict, state: dict[str, np.ndarray]):
     from ..scratch import build
 
     model = build(meta["model"], meta["model_config"], np.float32)
-    try:
-        model.load_state_dict(state)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"weights do not fit {meta['model']}: {e}") from None
+    model.load_state_dict(state)
     return model.train(False)
 
 
