@@ -21,10 +21,13 @@ The CLI, the Python API and the web demo all read images through these functions
 from __future__ import annotations
 
 import io
+import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: a 40-megapixel photo is still accepted
 BOX = 20  # MNIST: the digit's longer side
@@ -32,58 +35,147 @@ FIELD = 28  # MNIST: the field it is centred in
 NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
 MIN_CONTRAST = 0.08  # strongest ink vs background, in [0, 1] grey levels: below is blank
 THIN = 1.5  # strokes thinner than this many output pixels are thickened (MNIST's: 2 to 4)
+# EXIF orientation -> the transpose that puts the picture upright (as ImageOps.exif_transpose).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+FILE_KINDS = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+              (stat.S_ISSOCK, "a socket")]
 
 
 class PredictError(ValueError):
     """An input cannot be turned into a digit (unreadable, blank, too large, wrong shape)."""
 
 
-
-
-def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, *,
+               work_pixels: int | None = None, formats: tuple[str, ...] | None = None,
+               name: str | None = None) -> Image.Image:
     """Open an image file or its bytes as an ``L`` or ``RGB`` image with no alpha.
 
-    PNG, JPEG, BMP, GIF, TIFF and anything else Pillow reads; the first frame of animations.
-    The pixel count is checked from the header, before any decoding. EXIF rotation is applied.
-    Transparency is composited onto the detected background (:func:`flatten_alpha`).
+    PNG, JPEG, BMP, GIF, TIFF and anything else Pillow reads (or only ``formats``); the first
+    frame of animations. A path must name a regular file: a directory, named pipe or device is
+    refused before it is opened (reading a pipe could wait forever). The pixel count is checked
+    from the header, before any decoding. EXIF rotation is applied. Transparency is composited
+    onto the detected background (:func:`flatten_alpha`).
+
+    ``work_pixels`` bounds what decoding costs: a larger image is shrunk by a whole factor
+    (box averaging) as it is decoded (JPEG decodes at 1/2, 1/4 or 1/8 scale directly), so that
+    what follows works on at most about that many pixels. A problem is a :class:`PredictError`
+    whose message starts with ``name`` (default: the path, or ``<bytes>``).
     """
-    name = "<bytes>" if isinstance(src, (bytes, bytearray)) else str(src)
-    fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src
+    if name is None:
+        name = "<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else str(src)
     try:
-        with Image.open(fp) as img:
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return _read(io.BytesIO(bytes(src)), max_pixels, work_pixels, formats)
+        with open_regular_file(src) as fp:
+            return _read(fp, max_pixels, work_pixels, formats)
+    except PredictError as e:
+        raise PredictError(f"{name}: {e}") from None
+
+
+def open_regular_file(path: str | Path):
+    """``path`` opened for reading in binary, if it is a regular file; else a PredictError.
+
+    Checked before opening (``os.stat``) and again on what was opened (``os.fstat``), which
+    is opened without blocking: a named pipe swapped in between cannot hang the caller."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise PredictError(f"not a regular file ({_file_kind(st.st_mode)})")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise PredictError("no such file") from None
+    except PermissionError:
+        raise PredictError("permission denied") from None
+    except OSError as e:  # a name too long, a loop of links, a file where a folder should be
+        raise PredictError(f"cannot open ({e.strerror or e})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise PredictError(f"not a regular file ({_file_kind(mode)})")
+    return os.fdopen(fd, "rb")
+
+
+def _file_kind(mode: int) -> str:
+    return next((kind for test, kind in FILE_KINDS if test(mode)), "not a plain file")
+
+
+def _read(fp, max_pixels: int, work_pixels: int | None, formats) -> Image.Image:
+    """Decode what ``fp`` holds (see :func:`load_image`); every failure is a PredictError."""
+    if formats:
+        Image.init()  # every plugin registered (Image.open looks each named format up)
+    try:
+        with Image.open(fp, formats=formats) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise PredictError(f"{name}: image is {w}x{h} = {w * h:,} pixels, over the "
-                                   f"limit of {max_pixels:,} (decompression-bomb guard)")
+                raise PredictError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                                   f"{max_pixels:,} (decompression-bomb guard)")
             if w == 0 or h == 0:
-                raise PredictError(f"{name}: empty image ({w}x{h})")
-            img.load()
-            out = flatten_alpha(to_8bit(ImageOps.exif_transpose(img)))
+                raise PredictError(f"empty image ({w}x{h})")
+            orientation = img.getexif().get(ExifTags.Base.Orientation)
+            out = to_8bit(_decoded(img, work_pixels))
+            if orientation in UPRIGHT:
+                out = out.transpose(UPRIGHT[orientation])
+            out = flatten_alpha(out)
             return out.copy() if out is img else out  # independent of the closed file
     except PredictError:
         raise
-    except FileNotFoundError:
-        raise PredictError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise PredictError(f"{name}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise PredictError(f"{name}: not an image (format not recognised)") from None
+        allowed = f" (accepted: {', '.join(formats)})" if formats else ""
+        raise PredictError(f"not an image (format not recognised){allowed}") from None
     except Image.DecompressionBombError as e:
-        raise PredictError(f"{name}: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # Truncated or corrupt data surfaces from the decoders as any of these.
-        raise PredictError(f"{name}: corrupt or truncated image ({e})") from None
+        raise PredictError(str(e)) from None
+    except MemoryError:
+        raise PredictError("image too large to decode in the memory available") from None
+    except Exception as e:
+        # Truncated or corrupt data surfaces from Pillow's decoders and plugins as OSError,
+        # SyntaxError, ValueError, EOFError, struct.error, IndexError, ...: all one answer.
+        raise PredictError(f"corrupt or truncated image ({type(e).__name__}: {e})") from None
+
+
+def _decoded(img: Image.Image, work_pixels: int | None) -> Image.Image:
+    """The image decoded, shrunk by a whole factor to at most about ``work_pixels``."""
+    w, h = img.size
+    factor = _shrink_factor(w * h, work_pixels)
+    if factor > 1:  # JPEG: decode at a reduced scale (no-op for other formats)
+        img.draft(None, (-(-w // factor), -(-h // factor)))
+    img.load()
+    factor = _shrink_factor(img.width * img.height, work_pixels)
+    if factor == 1:
+        return img
+    if img.mode.startswith("I;16"):
+        return _from_16bit(img.convert("I").reduce(factor))
+    if img.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        return img.reduce(factor)
+    return to_8bit(img).reduce(factor)  # palette and other modes: colours first
+
+
+def _shrink_factor(pixels: int, work_pixels: int | None) -> int:
+    """The least whole f with pixels / f**2 <= work_pixels (1 when no bound is set)."""
+    if not work_pixels or pixels <= work_pixels:
+        return 1
+    f = max(1, math.isqrt(pixels // work_pixels))
+    while pixels > work_pixels * f * f:
+        f += 1
+    return f
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> ``L``, ``LA``, ``RGB`` or ``RGBA`` (16-bit and float grey rescaled)."""
+    """Any Pillow mode -> ``L``, ``LA``, ``RGB`` or ``RGBA`` (16-bit and float grey rescaled).
+
+    A float image with a NaN or infinite pixel is refused: it has no grey level to give."""
     if img.mode in ("L", "LA", "RGB", "RGBA"):
         return img
     if img.mode.startswith("I;16"):
-        a = np.asarray(img, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
+        return _from_16bit(img)
     if img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            raise PredictError(f"image has {bad:,} NaN or infinite pixel value(s)")
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
         return Image.fromarray((a + 0.5).astype(np.uint8), "L")
@@ -91,6 +183,12 @@ def to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("1", "P", "PA") and not has_alpha:
         return img.convert("L") if _is_grey_palette(img) else img.convert("RGB")
     return img.convert("RGBA" if has_alpha or img.mode.endswith("A") else "RGB")
+
+
+def _from_16bit(img: Image.Image) -> Image.Image:
+    """16-bit grey (``I;16`` or ``I`` holding 0..65535) -> ``L``."""
+    a = np.asarray(img, dtype=np.float64) / 257.0
+    return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def _is_grey_palette(img: Image.Image) -> bool:
