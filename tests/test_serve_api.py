@@ -425,8 +425,8 @@ def test_concurrent_requests_share_a_forward_pass_with_the_same_answers(predicto
 
 def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     from lenet5.cli import main
-    from lenet5.commands.serve import load_predictors
-    from lenet5.weights import bundled_models
+    from lenet5.serve.server import load_predictors
+    from lenet5.weights import bundled_models, default_name
 
     run = tmp_path / "my-run"  # a run directory, as `lenet5 train --out my-run` leaves it
     run.mkdir()
@@ -435,7 +435,10 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     got = load_predictors([str(run), str(run / "checkpoint.safetensors")], bundled[:1])
     assert [p.name for p in got] == ["my-run", "my-run", *bundled[:1]]
     assert list(create_app(got).state.models) == ["my-run", "my-run-2", *bundled[:1]]
-    assert [p.name for p in load_predictors([], [])] == bundled  # default: every bundled model
+    # Default: every bundled model, the one `lenet5 models` calls the default first (served
+    # as the page's default), whatever the alphabet says.
+    everything = [p.name for p in load_predictors([], [])]
+    assert everything[0] == default_name() == "lenet5-modern" and sorted(everything) == sorted(bundled)
 
     (tmp_path / "empty").mkdir()
     assert main(["serve", "--checkpoint", str(tmp_path / "empty")]) == 1
@@ -448,9 +451,9 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
 
 def test_a_batch_reads_each_upload_and_answers_each_request_alone(predictor, digits):
     """Uploads are decoded with their batch, in the model's thread; one that cannot be read
-    gets its own 422 and the rest of its batch is answered; a photo over INLINE_DECODE_BYTES is
+    gets its own 422 and the rest of its batch is answered; a photo over INLINE_BYTES is
     decoded aside first and answered the same."""
-    from lenet5.serve.app import INLINE_DECODE_BYTES
+    from lenet5.serve.inputs import INLINE_BYTES, image_input
 
     images = digits[0][:12]
     slow = SlowFirstCall(predictor)
@@ -458,7 +461,7 @@ def test_a_batch_reads_each_upload_and_answers_each_request_alone(predictor, dig
     pngs = [as_photo_png(x) for x in images]
     big = as_photo_png(images[0], scale=60)
     big = png_bytes(np.asarray(Image.open(io.BytesIO(big)).convert("RGB")), "RGB")  # more bytes
-    assert len(big) > INLINE_DECODE_BYTES
+    assert len(big) > INLINE_BYTES
     bodies = [{"files": {"image": ("d.png", p, "image/png")}} for p in pngs]
     bodies[3] = {"files": {"image": ("d.png", pngs[3][: len(pngs[3]) // 2], "image/png")}}
     bodies[7] = {"files": {"image": ("d.png", b"not a picture", "image/png")}}
@@ -477,6 +480,6 @@ def test_a_batch_reads_each_upload_and_answers_each_request_alone(predictor, dig
             continue
         assert r.status_code == 200, r.text
         src = big if i == len(pngs) else pngs[i]
-        want = predictor.predict(preprocess(load_image(src)))[0]
-        assert r.json()["label"] == want["label"]
+        want = predictor.predict(image_input(src))[0]  # the big one: shrunk as it is decoded
+        assert r.json()["label"] == want["label"] == predictor.predict(preprocess(load_image(src)))[0]["label"]
         np.testing.assert_allclose(r.json()["probs"], want["probs"], rtol=1e-4, atol=1e-6)

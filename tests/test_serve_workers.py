@@ -121,7 +121,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
 
 def test_worker_app_serves_what_the_parent_was_asked(monkeypatch):
     """The factory uvicorn's own workers call where SO_REUSEPORT does not balance."""
-    from lenet5.commands.serve import WORKER_ENV, worker_app
+    from lenet5.serve.server import WORKER_ENV, worker_app
 
     ckpt = bundled_checkpoint()[1]
     monkeypatch.setenv(WORKER_ENV, f'{{"checkpoints": ["{ckpt}"], "models": [], "threads": 1}}')

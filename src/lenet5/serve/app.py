@@ -7,18 +7,25 @@ Routes:
   model name out; ``?features=1`` adds the 28x28 input as the model saw it and the C1 and C3
   feature maps (the page draws them, like LeCun's 1993 demo), as nested lists or, with
   ``&encoding=uint8`` (what the page asks for), one byte a number in base64;
-- ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs``.
+- ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs`` (offline: :mod:`.docs`).
 
 Models are loaded once, before the app is made (:func:`create_app` takes them ready and runs
 each once to warm it up). The model runs in one :class:`~.batching.Batcher` thread per model,
 which decodes and preprocesses the requests that arrive together and gives them one forward
-pass; large uploads are decoded first in a small thread pool. The event loop only reads
-requests and writes answers, so it keeps accepting connections.
+pass. Only small uploads are decoded there (:func:`~.inputs.cheap_to_decode`: small in bytes
+and, by the header, in pixels); any other is decoded first by one thread of its own, so a
+large or hostile image never holds up the batch, and at most one such decode runs at a time
+(a bound on memory). The event loop only reads requests and writes answers, so it keeps
+accepting connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,17 +40,29 @@ from pydantic_core import to_json
 
 from .. import __version__
 from .batching import Batcher
+from .docs import install_docs
 from .errors import MAX_BODY_BYTES, APIError, BodySizeLimit, install_error_handlers
-from .inputs import QUERY_PARAMETERS, model_input, read_options, read_payload
+from .inputs import QUERY_PARAMETERS, cheap_to_decode, model_input, read_options, read_payload
 
 STATIC = Path(__file__).with_name("static")
-# Uploads up to this size (a drawing: a few kB) are decoded by the model's thread with their
-# batch; larger ones (photos, up to tens of ms to decode) first, by these threads.
-INLINE_DECODE_BYTES = 64 * 1024
-DECODE_THREADS = 4
+# Uploads that are not cheap to decode (photos, and small files that declare many pixels) are
+# decoded by this many threads, one at a time each: a 16-megapixel image takes up to ~100 MB
+# while it is decoded.
+DECODE_THREADS = 1
+DECODE_NICE = 10  # and at a lower CPU priority than the threads that answer everyone else
+MAX_WAITING_DECODES = 32  # more than this many waiting to be decoded aside: 429, try later
 # The page loads nothing from elsewhere; the browser enforces it.
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'")
+
+
+class PageFiles(StaticFiles):
+    """The page's files, each with the page's Content-Security-Policy (also index.html)."""
+
+    def file_response(self, *args, **kwargs) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Content-Security-Policy"] = PAGE_CSP
+        return response
 
 
 class EncodedArray(BaseModel):
@@ -102,11 +121,22 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         p.predict(np.zeros((28, 28), np.float32))
     batchers = {name: Batcher(p, model_input) for name, p in models.items()}
     decoders: list[ThreadPoolExecutor] = []  # images are decoded here: started on first use
+    waiting = 0  # uploads being decoded aside or queued for it
 
-    def decode_image(payload):
+    async def decode_image(payload):
+        nonlocal waiting
+        if waiting >= MAX_WAITING_DECODES:
+            raise APIError(429, f"{waiting} large images are already waiting to be decoded; "
+                                "try again shortly")
         if not decoders:
-            decoders.append(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode"))
-        return asyncio.get_running_loop().run_in_executor(decoders[0], model_input, payload)
+            decoders.append(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode",
+                                               initializer=lower_priority))
+        waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(decoders[0], decode_aside, payload)
+        finally:
+            waiting -= 1
 
     @asynccontextmanager
     async def lifespan(app):
@@ -117,14 +147,16 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
             decoders.pop().shutdown(wait=False)
 
     app = FastAPI(title="lenet5: draw a digit", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # offline ones instead: install_docs
                   description="LeNet-5 reads a handwritten digit. Errors are 4xx JSON "
                               f"`{{\"error\": ..., \"status\": ...}}`; bodies over "
                               f"{max_body_bytes:,} bytes are refused (413).")
     app.state.models = models
     install_error_handlers(app)
+    install_docs(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
 
@@ -138,8 +170,10 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
 
     @app.post("/api/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC,
               responses={c: {"description": d} for c, d in [
-                  (400, "malformed body"), (413, "body too large"), (415, "unsupported content type"),
-                  (422, "not an image, no digit, wrong shape or values, unknown model")]})
+                  (400, "malformed body"), (408, "request not received in time"),
+                  (413, "body too large"), (415, "unsupported content type"),
+                  (422, "not an image, no digit, wrong shape or values, unknown model"),
+                  (429, "too many large images waiting to be decoded")]})
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
         opts = read_options(request.query_params)
@@ -148,7 +182,7 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         if name not in models:
             raise APIError(422, f"unknown model {name!r}; loaded: {', '.join(models)}")
         item = payload  # decoded with its batch, in the model's thread; a photo, aside first
-        if payload.image is not None and len(payload.image) > INLINE_DECODE_BYTES:
+        if payload.image is not None and not cheap_to_decode(payload.image):
             item = await decode_image(payload)
         out = await batchers[name](item, opts.top_k, opts.encoding if opts.features else None)
         out.update(model=name, latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
@@ -157,8 +191,47 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         # documents it): that took 2 ms for the feature maps, more than the model itself.
         return Response(to_json(out), media_type="application/json")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", PageFiles(directory=STATIC), name="static")
     return app
+
+
+def decode_aside(payload) -> np.ndarray:
+    """:func:`~.inputs.model_input` for an upload that is not cheap to decode; then the memory
+    its decoding took goes back to the system (glibc keeps freed blocks of this size)."""
+    try:
+        return model_input(payload)
+    finally:
+        release_memory()
+
+
+def lower_priority() -> None:
+    """Make the calling thread yield the CPU to the event loop and the model's thread (on Linux,
+    a thread's nice value is its own): a large decode then takes longer, not everyone else."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+        except OSError:  # pragma: no cover - refused by a sandbox
+            pass
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the system (glibc's ``malloc_trim``; elsewhere a no-op)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim  # noqa: B018 - absent from musl
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _glibc()
 
 
 def by_name(predictors) -> dict:

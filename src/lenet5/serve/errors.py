@@ -97,6 +97,7 @@ def install_error_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     def reply(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "status": status}, status, headers=headers)
@@ -105,6 +106,11 @@ def install_error_handlers(app) -> None:
     async def api_error(request, exc: APIError):
         # A 413 mid-stream (chunked) leaves an unknown amount of body unread: cut it off.
         return reply(exc.status, exc.message, {"connection": "close"} if exc.status == 413 else None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request, exc: ClientDisconnect):
+        # The connection is closed (the client left, or a deadline closed it): nobody reads this.
+        return reply(400, "the client disconnected before the request was complete")
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):

@@ -3,22 +3,29 @@
 Two ways in, one way to the model:
 
 - an image (a multipart upload in field ``image`` or ``file``, or a raw ``image/*`` body) goes
-  through :func:`lenet5.inference.predict.load_image` and :func:`lenet5.inference.predict.preprocess`, the very path
-  of ``lenet5 predict``: the demo page uploads its canvas as a PNG, so a drawing and a photo are
-  read alike;
+  through :func:`~lenet5.inference.images.load_image` and
+  :func:`~lenet5.inference.images.preprocess`, the path of ``lenet5 predict``: the demo page
+  uploads its canvas as a PNG, so a drawing and a photo are read alike. What one upload may
+  cost is bounded: common formats only, at most ``MAX_IMAGE_PIXELS`` by its header (checked
+  before decoding), and one over ``WORK_PIXELS`` is shrunk by a whole factor as it is decoded
+  (JPEG at a reduced scale), so preprocessing never works on more than about 0.3 megapixels;
 - JSON ``{"pixels": 28x28 numbers in [0, 1]}`` is taken as the model's input itself (MNIST
   convention: ink 1, background 0), or, with ``"preprocess": true``, a small drawing that still
   needs centring and scaling, which then goes through the same ``preprocess``.
 
 Everything a client can get wrong raises :class:`~lenet5.serve.errors.APIError` (4xx).
+:func:`cheap_to_decode` tells the app which uploads the model's thread may decode with their
+batch (a drawing: about a millisecond) and which are decoded aside first.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from pydantic_core import from_json
 
 from ..inference.images import PredictError, load_image, preprocess
@@ -26,8 +33,15 @@ from .errors import APIError
 
 SIZE = 28
 IMAGE_FIELDS = ("image", "file")
-# A 2 MB body can still hold a decompression bomb; refuse images with more pixels than this.
+# A 2 MB body can still hold a decompression bomb: refuse images with more pixels than this
+# (read from the header, before decoding), and work on at most about WORK_PIXELS of them.
 MAX_IMAGE_PIXELS = 16_000_000
+WORK_PIXELS = 512 * 512
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # (JPEG covers MPO)
+# Uploads at most this large in bytes and in pixels are decoded by the model's thread with
+# their batch (the page's canvas: 112x112, a few kB); larger ones are decoded aside first.
+INLINE_BYTES = 64 * 1024
+INLINE_PIXELS = 256 * 256
 
 
 @dataclass
@@ -181,9 +195,7 @@ def model_input(p: Payload) -> np.ndarray:
     """The (28, 28) float32 input the model sees; blank drawings and bad images are 422s."""
     try:
         if p.image is not None:
-            if not p.image:
-                raise APIError(422, "the uploaded image is empty (0 bytes)")
-            return preprocess(load_image(p.image, max_pixels=MAX_IMAGE_PIXELS))
+            return image_input(p.image)
         if p.preprocess:
             return preprocess(p.pixels)
     except PredictError as e:
@@ -191,3 +203,26 @@ def model_input(p: Payload) -> np.ndarray:
     if not p.pixels.any():
         raise APIError(422, "no digit found: every pixel is 0")
     return p.pixels
+
+
+def image_input(data: bytes) -> np.ndarray:
+    """An upload's (28, 28) input, within the bounds above (a PredictError if it cannot be)."""
+    if not data:
+        raise PredictError("the uploaded image is empty (0 bytes)")
+    img = load_image(data, MAX_IMAGE_PIXELS, work_pixels=WORK_PIXELS, formats=UPLOAD_FORMATS,
+                     name="image")
+    return preprocess(img)
+
+
+def cheap_to_decode(data: bytes) -> bool:
+    """Whether an upload is small in bytes and, by its header, in pixels (read without
+    decoding, in tens of microseconds). Unreadable headers count as cheap: they fail at once."""
+    if len(data) > INLINE_BYTES:
+        return False
+    Image.init()
+    try:
+        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as img:
+            w, h = img.size
+    except Exception:  # not an image, or a broken one: the decoder says which, quickly
+        return True
+    return w * h <= INLINE_PIXELS

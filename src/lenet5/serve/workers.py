@@ -13,11 +13,14 @@ connect at once often all landed on one process, and p99 latency under load swun
 
 Each process loads the models itself once, before it listens, and says so to the parent, which
 prints the address when all are ready. The parent supervises: a worker that dies is started
-again; Ctrl-C or SIGTERM stops them all.
+again; Ctrl-C or SIGTERM stops them all. A parent that is killed outright (SIGKILL, the OOM
+killer) cannot stop them, so each worker asks the kernel for a SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``): no worker is left serving the port.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue
@@ -57,37 +60,49 @@ def listen_socket(host: str, port: int) -> socket.socket:
 def check_port_free(host: str, port: int) -> None:
     """Fail early, with the usual error, if something that is not us listens on the port:
     a plain bind (no SO_REUSEPORT) conflicts with any socket already bound there."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+    from .server import bind
+
+    bind(host, port).close()
 
 
-def _worker(spec: dict, host: str, port: int, log_level: str, ready) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when ``parent`` dies (Linux)."""
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
+        pass
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
+
+
+def _worker(spec: dict, host: str, port: int, log_level: str, ready, parent: int) -> None:
     """One server process: load the models, listen, tell the parent, serve until stopped."""
     import uvicorn
 
-    from ..commands.serve import build_app
+    from .server import build_app, uvicorn_options
+    from .timeouts import Timeouts
 
+    _die_with_parent(parent)
     app = build_app(spec["checkpoints"], spec["models"], spec["threads"])
     sock = listen_socket(host, port)
     ready.put(os.getpid())
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, **uvicorn_options(Timeouts(**spec["timeouts"]), log_level))
     uvicorn.Server(config).run(sockets=[sock])
 
 
 def run(spec: dict, host: str, port: int, workers: int, log_level: str, banner: str) -> int:
-    """Start ``workers`` processes serving ``spec`` (see ``commands.serve.worker_app``) and
-    supervise them until Ctrl-C or SIGTERM; returns the exit status."""
+    """Start ``workers`` processes serving ``spec`` (checkpoints, bundled model names, torch
+    threads and :class:`~.timeouts.Timeouts` fields) and supervise them until Ctrl-C or
+    SIGTERM; returns the exit status."""
     check_port_free(host, port)
     ctx = mp.get_context("spawn")  # a fresh interpreter each: no torch state copied by fork
     ready = ctx.Queue()
     stopping = False
 
     def start() -> mp.Process:
-        p = ctx.Process(target=_worker, args=(spec, host, port, log_level, ready),
+        p = ctx.Process(target=_worker, args=(spec, host, port, log_level, ready, os.getpid()),
                         name="lenet5-serve-worker")
         p.start()
         return p
