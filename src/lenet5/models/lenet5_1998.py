@@ -31,11 +31,12 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 from . import register_model
 from .bitmaps import rbf_prototypes
-from .spec import C3_TABLE, LeNet1998Config, init_range
+from .spec import C3_TABLE, TANH_A, TANH_S, LeNet1998Config, fan_in_1998, init_range, table_fan_in
+from .spec import scores as head_scores
 
 __all__ = ["C3_TABLE", "LeNet1998Config", "LeNet5"]
 
-A, S = 1.7159, 2.0 / 3.0
+A, S = TANH_A, TANH_S  # f(a) = A tanh(S a), Appendix A
 
 
 def squash(a: torch.Tensor) -> torch.Tensor:
@@ -63,11 +64,16 @@ def init_params_(weight: nn.Parameter, bias: nn.Parameter, fan_in, bias_fan, rul
 
 
 class Conv(nn.Conv2d):
-    """A full 5x5 convolution (C1, C5) with fan-in initialisation and its GN backward."""
+    """A full 5x5 convolution (C1, C5) with fan-in initialisation and its GN backward.
 
-    def __init__(self, cin: int, cout: int, init: str = "sqrt-fanin", init_bias: str = "fanin"):
+    ``fan``: ``(weight F, bias F)``; by default the unit's weighted inputs, ``cin * 25``.
+    """
+
+    def __init__(self, cin: int, cout: int, init: str = "sqrt-fanin", init_bias: str = "fanin",
+                 fan: tuple | None = None):
         super().__init__(cin, cout, 5)
-        init_params_(self.weight, self.bias, cin * 25, cin * 25, init, init_bias)
+        w_fan, b_fan = fan or (cin * 25.0, cin * 25.0)
+        init_params_(self.weight, self.bias, w_fan, b_fan, init, init_bias)
 
     def gn_backward(self, x: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, dict]:
         h = {"weight": conv2d_weight(x * x, self.weight.shape, d2), "bias": d2.sum((0, 2, 3))}
@@ -89,9 +95,9 @@ class TableConv(nn.Module):
         self.register_buffer("index", torch.tensor([o * cin + i for o, i in pairs]), persistent=False)
         self.weight = nn.Parameter(torch.empty(len(pairs), 5, 5))
         self.bias = nn.Parameter(torch.empty(self.cout))
-        fan_in = torch.tensor([len(table[o]) * 25.0 for o, _ in pairs])  # per-map fan-in
-        bias_fan = torch.tensor([len(ins) * 25.0 for ins in table])
-        init_params_(self.weight, self.bias, fan_in[:, None, None], bias_fan, init, init_bias)
+        per_kernel, per_map = table_fan_in(table)  # a kernel shares its map's fan-in
+        init_params_(self.weight, self.bias, torch.tensor(per_kernel)[:, None, None],
+                     torch.tensor(per_map), init, init_bias)
 
     def dense(self, w: torch.Tensor) -> torch.Tensor:
         flat = w.new_zeros(self.cout * self.cin, 5, 5).index_copy(0, self.index, w)
@@ -111,14 +117,14 @@ class Subsampling(nn.Module):
     """S2/S4: per map, coef * (2x2 sum or average) + bias; one coefficient and bias per map."""
 
     def __init__(self, channels: int, mode: str = "sum", init: str = "sqrt-fanin",
-                 init_bias: str = "fanin"):
+                 init_bias: str = "fanin", fan: tuple = (4.0, 4.0)):
         super().__init__()
         if mode not in ("sum", "average"):
             raise ValueError(f"subsample must be 'sum' or 'average', got {mode!r}")
         self.mode = mode
         self.weight = nn.Parameter(torch.empty(channels))  # the trainable coefficient
         self.bias = nn.Parameter(torch.empty(channels))
-        init_params_(self.weight, self.bias, 4, 4, init, init_bias)
+        init_params_(self.weight, self.bias, *fan, init, init_bias)
 
     @property
     def tap(self) -> float:
@@ -140,9 +146,11 @@ class Subsampling(nn.Module):
 class Full(nn.Linear):
     """F6: 120 -> 84, fan-in initialisation and its GN backward."""
 
-    def __init__(self, cin: int, cout: int, init: str = "sqrt-fanin", init_bias: str = "fanin"):
+    def __init__(self, cin: int, cout: int, init: str = "sqrt-fanin", init_bias: str = "fanin",
+                 fan: tuple | None = None):
         super().__init__(cin, cout)
-        init_params_(self.weight, self.bias, cin, cin, init, init_bias)
+        w_fan, b_fan = fan or (float(cin), float(cin))
+        init_params_(self.weight, self.bias, w_fan, b_fan, init, init_bias)
 
     def gn_backward(self, x: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, dict]:
         h = {"weight": d2.T @ (x * x), "bias": d2.sum(0)}
@@ -169,13 +177,13 @@ class LeNet5(nn.Module):
     def __init__(self, config: LeNet1998Config | None = None):
         super().__init__()
         self.config = c = config or LeNet1998Config()
-        init = dict(init=c.init, init_bias=c.init_bias)
-        self.c1 = Conv(1, 6, **init)
-        self.s2 = Subsampling(6, c.subsample, **init)
-        self.c3 = TableConv(C3_TABLE, 6, **init)
-        self.s4 = Subsampling(16, c.subsample, **init)
-        self.c5 = Conv(16, 120, **init)
-        self.f6 = Full(120, 84, **init)
+        init, fan = dict(init=c.init, init_bias=c.init_bias), fan_in_1998()
+        self.c1 = Conv(1, 6, **init, fan=fan["c1"])
+        self.s2 = Subsampling(6, c.subsample, **init, fan=fan["s2"])
+        self.c3 = TableConv(C3_TABLE, 6, **init)  # fan["c3"]: Table I's, from the table itself
+        self.s4 = Subsampling(16, c.subsample, **init, fan=fan["s4"])
+        self.c5 = Conv(16, 120, **init, fan=fan["c5"])
+        self.f6 = Full(120, 84, **init, fan=fan["f6"])
         self.rbf = EuclideanRBF()
 
     def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -195,7 +203,7 @@ class LeNet5(nn.Module):
 
     def scores(self, out: torch.Tensor) -> torch.Tensor:
         """Higher is better: the negated distances (their argmax is the nearest prototype)."""
-        return -out
+        return head_scores(out, "rbf")
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         """The MAP criterion's posterior: P(i) = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)).

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from . import register_model
 from .spec import ModernConfig
+from .spec import scores as head_scores
 
 __all__ = ["ModernConfig", "ModernLeNet5"]
 
@@ -61,7 +62,7 @@ class ModernLeNet5(nn.Module):
         return self.features(x)["out"]
 
     def scores(self, out: torch.Tensor) -> torch.Tensor:
-        return out
+        return head_scores(out, "logits")
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(out, 1)

@@ -1,4 +1,5 @@
-"""What the models are, independent of any framework: configs, Table I, the Fig. 3 bitmaps.
+"""What the models are, independent of any framework: configs, Table I, the Fig. 3 bitmaps,
+the scaled tanh's constants, the 1998 fan-in table and the heads' score sign.
 
 The PyTorch models (:mod:`.lenet5_1998`, :mod:`.modern`, :mod:`.bitmaps`) and the NumPy engine
 (:mod:`lenet5.scratch`) both build from these definitions, so the two engines cannot drift
@@ -15,6 +16,44 @@ C3_TABLE: tuple[tuple[int, ...], ...] = (
     (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
     (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5),
 )
+
+# The squashing function of every 1998 layer but the output: f(a) = A tanh(S a) (Appendix A).
+# A = 1.7159 and S = 2/3 make f(1) = 1 and f(-1) = -1, with the maximum of f'' at a = +-1.
+TANH_A, TANH_S = 1.7159, 2.0 / 3.0
+
+KERNEL = 5  # every 1998 convolution is 5x5
+
+
+def table_fan_in(table=C3_TABLE) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """C3's fan-ins: ``(per kernel, per map)``. A map reading n S2 maps has F = 25 n weighted
+    inputs; each of its n packed kernels (``c3.weight (60, 5, 5)``) shares that map's F."""
+    per_map = tuple(KERNEL * KERNEL * float(len(ins)) for ins in table)
+    per_kernel = tuple(per_map[o] for o, ins in enumerate(table) for _ in ins)
+    return per_kernel, per_map
+
+
+def fan_in_1998() -> dict[str, tuple]:
+    """Layer -> ``(weight F, bias F)`` of LeNet-5 (1998), for the U[-r, r] draw of Appendix A.
+
+    F counts the weighted inputs of a unit, not its bias: 25 for C1 (one 5x5 window), 4 for
+    S2 and S4 (the coefficient sees a 2x2 window), 25 n for a C3 map reading n maps (Table I;
+    tuples, per packed kernel and per map), 400 for C5 (16 maps x 25), 120 for F6.
+    """
+    c3_kernel, c3_map = table_fan_in(C3_TABLE)
+    return {"c1": (25.0, 25.0), "s2": (4.0, 4.0), "c3": (c3_kernel, c3_map), "s4": (4.0, 4.0),
+            "c5": (400.0, 400.0), "f6": (120.0, 120.0)}
+
+
+HEADS = ("rbf", "logits")
+
+
+def scores(out, head: str):
+    """Higher is better, for either framework's arrays: the RBF head outputs distances to the
+    class prototypes (smaller is better), so its scores are negated; logits are scores."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+    return -out if head == "rbf" else out
+
 
 # The RBF output's fixed prototypes: stylized 7x12 digit bitmaps (Fig. 3). Each row holds one
 # pixel row of all ten digits, 0 to 9, separated by two spaces; ``#`` is ink (+1) and ``.`` is

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-A, S = 1.7159, 2.0 / 3.0  # the scaled tanh f(a) = A tanh(S a) of Appendix A
+from ..models.spec import TANH_A as A  # the scaled tanh f(a) = A tanh(S a) of Appendix A
+from ..models.spec import TANH_S as S
 
 
 class Layer:

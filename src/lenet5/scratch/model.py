@@ -15,7 +15,15 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..models.spec import C3_TABLE, LeNet1998Config, ModernConfig, init_range, prototype_values
+from ..models.spec import (
+    C3_TABLE,
+    LeNet1998Config,
+    ModernConfig,
+    fan_in_1998,
+    init_range,
+    prototype_values,
+)
+from ..models.spec import scores as head_scores
 from .layers import (
     AvgPool,
     BatchNorm,
@@ -31,6 +39,7 @@ from .layers import (
     Subsampling,
     TableConv,
 )
+from .losses import logsumexp
 
 
 def rbf_prototypes(dtype=np.float32) -> np.ndarray:
@@ -132,7 +141,21 @@ class Model:
 
     def scores(self, out: np.ndarray) -> np.ndarray:
         """Higher is better: negated RBF distances, or the logits themselves."""
-        return -out if self.head == "rbf" else out
+        return head_scores(out, self.head)
+
+    def log_probs(self, out: np.ndarray) -> np.ndarray:
+        """Class log-probabilities ``(B, 10)``, as the torch models' ``log_probs``.
+
+        RBF head: the MAP criterion's posterior P(i) = exp(-y_i) / (exp(-j) + sum_k exp(-y_k))
+        (Eq. 9); the remainder exp(-j) / Z is the "rubbish" class, so these ten do not sum to
+        one. Logits: log-softmax.
+        """
+        out = np.asarray(out)
+        if self.head == "rbf":
+            rubbish = np.full((out.shape[0], 1), -self.config.map_j, out.dtype)
+            z = np.concatenate([rubbish, -out], 1)  # (B, 11): rubbish first
+            return -out - logsumexp(z)[:, None]
+        return out - logsumexp(out)[:, None]
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Predicted classes ``(B,)``, in eval mode, in chunks of ``batch_size``."""
@@ -172,11 +195,11 @@ def build_1998(c: LeNet1998Config, dtype, rng: np.random.Generator) -> Model:
     c1, c3 = Conv2d(1, 6, dtype=dtype, input_grad=False), TableConv(C3_TABLE, 6, dtype=dtype)
     s2, s4 = Subsampling(6, c.subsample, dtype), Subsampling(16, c.subsample, dtype)
     c5, f6 = Conv2d(16, 120, dtype=dtype), Linear(120, 84, dtype=dtype)
-    # Fan-in F counts the weighted inputs of a unit, not its bias (lenet5_1998.py, same order).
-    map_fan = np.array([len(ins) * 25.0 for ins in C3_TABLE])  # per C3 map
-    pair_fan = np.array([len(C3_TABLE[o]) * 25.0 for o, ins in enumerate(C3_TABLE) for _ in ins])
-    fans = [(c1, 25, 25), (s2, 4, 4), (c3, pair_fan[:, None, None], map_fan), (s4, 4, 4),
-            (c5, 400, 400), (f6, 120, 120)]
+    # Fan-ins from the spec's table, drawn in the torch model's order (c1, s2, c3, s4, c5, f6).
+    fan = fan_in_1998()
+    c3_kernel, c3_map = (np.array(f) for f in fan["c3"])
+    fans = [(c1, *fan["c1"]), (s2, *fan["s2"]), (c3, c3_kernel[:, None, None], c3_map),
+            (s4, *fan["s4"]), (c5, *fan["c5"]), (f6, *fan["f6"])]
     for layer, w_fan, b_fan in fans:
         w, b = layer.params["weight"], layer.params["bias"]
         w[...] = fanin_uniform(rng, w.shape, w_fan, dtype, c.init)

@@ -1,11 +1,12 @@
-"""``NumpyEngine``: ``lenet5 train --engine numpy`` through the same loop as PyTorch.
+"""``NumpyEngine``: ``lenet5 train --engine numpy``, :mod:`lenet5.scratch` behind the engine
+interface (:class:`lenet5.training.engine.Engine`).
 
-It implements the methods of :class:`lenet5.training.loop.TorchEngine` on top of :mod:`lenet5.scratch`,
-so the data pipeline (batches arrive as torch tensors and leave as NumPy arrays), the
-learning-rate schedules, metrics and checkpoints are shared. The checkpoint's weights use the
-torch names and layouts, so either engine (or ``lenet5.checkpoint.load_model``) can read them,
-and the optimiser state uses the layout of :mod:`lenet5.training.optim_state`, so a run started by
-either engine resumes in the other.
+The data pipeline (batches arrive as torch tensors and leave as NumPy arrays), the learning-rate
+schedules, metrics and checkpoints are the loop's, shared with PyTorch. Training and evaluation
+compute in NumPy alone, criterion included. The checkpoint's weights use the torch names and
+layouts, so either engine (or ``lenet5.checkpoint.load_model``) can read them, and the optimiser
+state uses the layout of :mod:`lenet5.training.optim_state`, so a run started by either engine
+resumes in the other.
 """
 
 from __future__ import annotations
@@ -14,32 +15,29 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..models import get_entry
 from ..scratch import build
 from ..scratch import losses as np_losses
 from ..scratch.layers import Dropout
 from ..scratch.optim import estimate_curvature, make_optimizer
-from .losses import make_loss
+from .engine import Engine
 
 
-class NumpyEngine:
+class NumpyEngine(Engine):
     """Model + loss + optimiser in NumPy (float32, one process, CPU)."""
 
-    def __init__(self, cfg: TrainConfig, model_name: str, model_config: dict):
-        if cfg.amp:
-            raise ValueError("--amp is a PyTorch option; the NumPy engine computes in float32")
-        self.cfg = cfg
-        self.model = build(model_name, model_config, np.float32, seed=cfg.seed)
-        entry = get_entry(model_name)
-        loss_name = cfg.loss or entry.loss
-        map_j = cfg.map_j if cfg.map_j is not None else model_config.get("map_j", 0.1)
-        if loss_name in ("map", "mle") and entry.head != "rbf":
-            raise ValueError(f"loss {loss_name!r} needs an RBF head; {model_name} has logits")
-        self.loss_fn = np_losses.make_loss(loss_name, map_j, cfg.label_smoothing)
-        self.eval_loss_fn = make_loss(loss_name, map_j)  # on torch tensors, for evaluate_split
+    name, label = "numpy", "NumPy"
+
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | None = None,
+                 ddp: bool = False):
+        super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
+        self.model = build(cfg.model, model_config, np.float32, seed=cfg.seed)
+        c = self.criterion
+        self.loss_fn = np_losses.make_loss(c.loss, c.map_j, c.label_smoothing)
+        self.eval_loss_fn = np_losses.make_loss(c.loss, c.map_j, grad=False)
         self.optimizer = make_optimizer(cfg.optimizer, self.model.params(), cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 
+    # -- training
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
 
@@ -48,12 +46,10 @@ class NumpyEngine:
         dropouts = [layer for _, layer in self.model.layers if isinstance(layer, Dropout)]
         for i, layer in enumerate(dropouts):
             layer.rng = np.random.default_rng([self.cfg.seed, epoch, i])
-        if self.cfg.optimizer != "sdlm":
-            return
-        # h_kk from the first `sdlm_samples` patterns of this pass, frozen for the pass.
-        order = loader.order()[: self.cfg.sdlm_samples].to(loader.images.device)
-        x = loader.normalization(loader.images[order]).cpu().numpy()
-        self.optimizer.set_curvature(estimate_curvature(self.model, x))
+        super().begin_epoch(epoch, loader)
+
+    def set_curvature(self, x: torch.Tensor) -> None:
+        self.optimizer.set_curvature(estimate_curvature(self.model, x.cpu().numpy()))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One update; returns (loss summed over the batch, misclassified count)."""
@@ -61,23 +57,25 @@ class NumpyEngine:
         out = self.model.forward(x.cpu().numpy(), train=True)  # (B, 10)
         loss, dout = self.loss_fn(out, target)
         self.optimizer.step(self.model.backward(dout))
-        errors = int((self.model.scores(out).argmax(1) != target).sum())
+        errors = int((self.scores(out).argmax(1) != target).sum())
         return loss * len(target), errors
 
+    # -- evaluation
     def outputs(self, x: torch.Tensor) -> np.ndarray:
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
         return self.model.forward(x.cpu().numpy(), train=False).copy()
 
-    predict_outputs = outputs
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        out = self.outputs(x)
+        target = y.cpu().numpy().astype(np.int64)
+        loss, _ = self.eval_loss_fn(out, target)
+        return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
 
-    def scores(self, out):
-        return -out if self.model.head == "rbf" else out
-
+    # -- state
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
 
     def live_state(self) -> dict[str, np.ndarray]:
-        """The live arrays, for a per-step weight average (no copy)."""
         return self.model.live_state()
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -88,8 +86,3 @@ class NumpyEngine:
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
         self.optimizer.load_state_dict(tensors, meta)
-
-    def load(self, state: dict[str, np.ndarray], opt_tensors: dict[str, np.ndarray],
-             opt_meta: dict) -> None:
-        self.load_state_dict(state)
-        self.load_optimizer_state(opt_tensors, opt_meta)

@@ -1,0 +1,247 @@
+"""The engine interface: what the training loop asks of PyTorch, NumPy or a compiled engine.
+
+An engine holds a model, its criterion and its optimiser in its own arrays (torch tensors,
+NumPy arrays, ...). The loop (:mod:`.loop`) holds everything else: data, learning-rate
+schedules, weight averaging, metrics and checkpoints. Batches reach an engine as torch tensors
+from :class:`~lenet5.data.loader.TensorLoader`, normalised and on the loop's device; the engine
+converts them. State leaves it under the torch models' names and layouts, and optimiser state in
+the layout of :mod:`.optim_state`, so a run started in one engine resumes in any other.
+
+Decided here once, for every engine:
+
+- :func:`resolve_criterion`: the loss (the config's, else the model's), MAP's constant j, the
+  head, and the refusal of MAP/MLE without an RBF head;
+- :func:`curvature_batch`: the patterns SDLM estimates h_kk on before each pass (the first
+  ``sdlm_samples`` of the pass's order, paper Appendix C);
+- :func:`make_engine`: the engine by name (:data:`ENGINES`), and what only PyTorch offers
+  (several processes, bfloat16 autocast).
+
+A new engine subclasses :class:`Engine`, implements its abstract methods, and adds a line to
+:data:`ENGINES`. To run a whole pass in one compiled kernel it overrides
+:meth:`Engine.train_epoch` and falls back to the default (one :meth:`Engine.train_step` per
+batch) when the loop asks for per-step work: a per-step learning rate or a weight average.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import TrainConfig
+from ..data.loader import TensorLoader
+from ..data.transforms import Normalization
+from ..models import get_entry
+from ..models.spec import scores as head_scores
+
+Array = Any  # an engine's own array type: torch.Tensor, np.ndarray, ...
+State = dict[str, Any]  # parameter/buffer name (torch's) -> array
+
+
+# ----------------------------------------------------------------------------- shared decisions
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """The training criterion and how outputs read, decided once for every engine."""
+
+    loss: str  # "map" | "mle" | "ce"
+    map_j: float  # MAP's constant j (Eq. 9): the "rubbish" class
+    head: str  # "rbf": outputs are distances, smaller is better | "logits"
+    label_smoothing: float  # cross-entropy in training only; 0 otherwise
+
+
+def resolve_criterion(cfg: TrainConfig, model_config: dict) -> Criterion:
+    """The config's loss, else the model's own; j from the config, else the model config."""
+    entry = get_entry(cfg.model)
+    loss = cfg.loss or entry.loss
+    map_j = cfg.map_j if cfg.map_j is not None else model_config.get("map_j", 0.1)
+    if loss in ("map", "mle") and entry.head != "rbf":
+        raise ValueError(f"loss {loss!r} needs an RBF head; {cfg.model} has logits")
+    smoothing = cfg.label_smoothing if loss == "ce" else 0.0
+    return Criterion(loss, map_j, entry.head, smoothing)
+
+
+def curvature_batch(loader: TensorLoader, samples: int) -> torch.Tensor:
+    """SDLM's h_kk sample: the first ``samples`` patterns of this pass's order, normalised and
+    undistorted, on the loader's device ``(n, 1, 32, 32)``. Every rank takes the same ones."""
+    order = loader.order()[:samples].to(loader.images.device)
+    return loader.normalization(loader.images[order])
+
+
+# ----------------------------------------------------------------------------- the interface
+
+
+@dataclass
+class PassTotals:
+    """One rank's sums over a training pass (the engine's own scalars: floats or tensors)."""
+
+    loss_sum: Any  # the criterion summed over the samples
+    errors: Any  # misclassified samples
+    seen: int  # samples
+
+
+StepLr = Callable[[int], float]  # step within the pass -> learning rate
+Progress = Callable[[int, PassTotals], None]  # after step i: the totals so far (may raise)
+
+
+class Engine(ABC):
+    """A model, its criterion and optimiser in one framework's arrays, behind the calls the
+    training loop makes. Methods marked abstract are what an engine must write; the others have
+    defaults built on them.
+
+    Construction: ``Engine(cfg, model_config, device, ddp)``, through :func:`make_engine`. The
+    initial weights are drawn from ``cfg.seed`` (PyTorch: the global generator, seeded by the
+    loop just before).
+    """
+
+    name: ClassVar[str]  # as in ``--engine``
+    label: ClassVar[str]  # in messages: "PyTorch", "NumPy", ...
+    supports_ddp: ClassVar[bool] = False  # several processes under torchrun
+    supports_amp: ClassVar[bool] = False  # bfloat16 autocast
+
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device,
+                 ddp: bool = False):
+        self.cfg, self.device, self.ddp = cfg, device, ddp
+        self.criterion = resolve_criterion(cfg, model_config)
+
+    # -- training
+    @abstractmethod
+    def set_lr(self, lr: float) -> None:
+        """The optimiser's learning rate from now on."""
+
+    @abstractmethod
+    def set_curvature(self, x: torch.Tensor) -> None:
+        """SDLM: estimate h_kk on the patterns ``x`` (:func:`curvature_batch`), averaged over
+        them (and over the ranks), and freeze it for the coming pass."""
+
+    @abstractmethod
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, Any]:
+        """One optimiser update on a batch; returns ``(loss summed over it, errors)``."""
+
+    def begin_epoch(self, epoch: int, loader: TensorLoader) -> None:
+        """Before pass ``epoch`` (0-based): SDLM's curvature for the pass. Engines that draw
+        their own random numbers (dropout masks) reseed them here from ``(seed, epoch)``."""
+        if self.cfg.optimizer == "sdlm":
+            self.set_curvature(curvature_batch(loader, self.cfg.sdlm_samples))
+
+    def train_epoch(self, loader: TensorLoader, step_lr: StepLr | None = None,
+                    after_step: Callable[[], None] | None = None,
+                    progress: Progress | None = None) -> PassTotals:
+        """One pass over ``loader`` (already at its epoch); this rank's totals.
+
+        ``step_lr(step)``: the rate of each step, when the schedule moves within a pass (else
+        the rate set before the pass holds); ``after_step()``: after every update (the weight
+        average reads :meth:`live_state`); ``progress(step, totals)``: after every step (the
+        progress bar and the divergence check; it may raise). An engine that runs a pass in
+        one kernel overrides this, returns to it when ``step_lr`` or ``after_step`` is given,
+        and calls ``progress`` at least once, at the end.
+        """
+        totals = PassTotals(0.0, 0, 0)
+        for step, (x, y) in enumerate(loader):
+            if step_lr is not None:
+                self.set_lr(step_lr(step))
+            loss, errors = self.train_step(x, y)
+            if after_step is not None:
+                after_step()
+            totals.loss_sum, totals.errors = totals.loss_sum + loss, totals.errors + errors
+            totals.seen += y.shape[0]
+            if progress is not None:
+                progress(step, totals)
+        return totals
+
+    # -- evaluation
+    @abstractmethod
+    def outputs(self, x: torch.Tensor) -> Array:
+        """Eval-mode raw outputs ``(B, 10)`` in the engine's arrays: distances or logits."""
+
+    def scores(self, out: Array) -> Array:
+        """Higher is better (negated RBF distances, or logits): ``argmax(1)`` predicts."""
+        return head_scores(out, self.criterion.head)
+
+    @abstractmethod
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """Eval mode, no update: ``(criterion summed over the batch, errors)``. The criterion
+        is the training one without label smoothing."""
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, norm: Normalization,
+                 batch_size: int, rank: int = 0, world: int = 1) -> dict:
+        """Loss and errors over a whole split (``x`` in [0, 1], unnormalised), each sample
+        exactly once across ranks: rank r takes samples r, r + world, ...; ``count`` is how
+        many were evaluated in all."""
+        idx = torch.arange(rank, x.shape[0], world, device=x.device)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        errors = torch.zeros((), dtype=torch.int64)
+        for i in range(0, idx.shape[0], batch_size):
+            sel = idx[i : i + batch_size]
+            batch_loss, batch_errors = self.eval_step(norm(x[sel]), y[sel])
+            loss_sum += batch_loss
+            errors += batch_errors
+        count = idx.shape[0]
+        if world > 1:
+            import torch.distributed as dist
+
+            packed = torch.tensor([float(loss_sum), float(errors), float(count)],
+                                  dtype=torch.float64)
+            dist.all_reduce(packed)
+            loss_sum, errors, count = packed[0], packed[1].long(), int(packed[2])
+        return {"loss": float(loss_sum) / count, "errors": int(errors),
+                "error": int(errors) / count, "count": count}
+
+    # -- state, under the torch models' names and layouts
+    @abstractmethod
+    def state_dict(self) -> State:
+        """Parameters and buffers, as copies (or CPU views) the engine will not write to."""
+
+    @abstractmethod
+    def live_state(self) -> State:
+        """The same, without copies where the engine can: read right away, after each step
+        (the per-step weight average), never kept or written to."""
+
+    @abstractmethod
+    def load_state_dict(self, state: State) -> None:
+        """Copy weights in (NumPy arrays or the engine's own); names and shapes must match."""
+
+    @abstractmethod
+    def optimizer_state(self) -> tuple[State, dict]:
+        """``(tensors, meta)`` in the layout of :mod:`lenet5.training.optim_state`."""
+
+    @abstractmethod
+    def load_optimizer_state(self, tensors: State, meta: dict) -> None:
+        """The inverse of :meth:`optimizer_state`, from any engine's checkpoint."""
+
+
+# ----------------------------------------------------------------------------- by name
+
+# --engine name -> (module, class), imported on first use (the compiled engine needs Numba).
+ENGINES: dict[str, tuple[str, str]] = {
+    "torch": ("lenet5.training.torch_engine", "TorchEngine"),
+    "numpy": ("lenet5.training.numpy_engine", "NumpyEngine"),
+    "compiled": ("lenet5.compiled.engine", "CompiledEngine"),
+}
+
+
+def engine_class(name: str) -> type[Engine]:
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+    module, cls = ENGINES[name]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"the {name} engine is not available here ({e})") from None
+
+
+def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device,
+                ddp: bool = False) -> Engine:
+    """The engine ``cfg.engine`` names, with a freshly initialised model."""
+    cls = engine_class(cfg.engine)
+    if ddp and not cls.supports_ddp:
+        raise ValueError(f"the {cls.label} engine runs in one process; "
+                         "use --engine torch with torchrun")
+    if cfg.amp and not cls.supports_amp:
+        raise ValueError(f"--amp is a PyTorch option; the {cls.label} engine computes in float32")
+    return cls(cfg, model_config, device, ddp)

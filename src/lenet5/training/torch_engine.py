@@ -1,0 +1,119 @@
+"""``TorchEngine``: the PyTorch engine (``--engine torch``), on CPU or GPU, one process or many.
+
+Under ``torchrun`` the model is wrapped in DistributedDataParallel (batch-norm synchronised over
+the global batch), SDLM's curvature is averaged over the ranks, and a rank's loss is weighted so
+that a short last batch split unevenly still gives the global batch's mean gradient. Checkpoints
+hold the unwrapped module's state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..models import create_model
+from .engine import Engine
+from .losses import make_loss
+from .optim import estimate_curvature, make_optimizer
+from .optim_state import load_torch_optimizer_state, torch_optimizer_state
+
+
+class TorchEngine(Engine):
+    """Model + loss + optimiser in PyTorch."""
+
+    name, label = "torch", "PyTorch"
+    supports_ddp = supports_amp = True
+
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device,
+                 ddp: bool = False):
+        super().__init__(cfg, model_config, device, ddp)
+        model = create_model(cfg.model, **model_config)  # from the generator the loop seeded
+        if ddp:  # batch-norm statistics over the global batch, as in one process
+            from .distributed import has_batchnorm, sync_batchnorm
+
+            if has_batchnorm(model):
+                model = sync_batchnorm(model, device)
+        self.model = model.to(device)
+        self.module = model  # the unwrapped module: what checkpoints hold
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
+        c = self.criterion
+        self.loss_fn = make_loss(c.loss, c.map_j)
+        if c.label_smoothing:
+            self.loss_fn = lambda out, y: F.cross_entropy(out, y, label_smoothing=c.label_smoothing)
+        self.eval_loss_fn = make_loss(c.loss, c.map_j)
+        self.optimizer = make_optimizer(cfg.optimizer, self.module.parameters(), cfg.lr,
+                                        cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
+        self.amp = cfg.amp
+        self.steps = 0  # optimiser updates so far (Adam's bias correction, in checkpoints)
+
+    # -- training
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def set_curvature(self, x: torch.Tensor) -> None:
+        h = estimate_curvature(self.module, x)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            ws = torch.distributed.get_world_size()
+            for v in h.values():
+                torch.distributed.all_reduce(v)
+                v.div_(ws)
+        self.optimizer.set_curvature(h)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(x)
+            # A rank's slice of a short last batch can be empty; its mean would be NaN.
+            loss = self.loss_fn(out.float(), y) if y.shape[0] else out.float().sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * self.rank_weight(y.shape[0]) if self.ddp else loss).backward()
+        self.optimizer.step()
+        self.steps += 1
+        errors = (self.scores(out.detach()).argmax(1) != y).sum()
+        return loss.detach() * y.shape[0], errors
+
+    def rank_weight(self, n: int) -> float:
+        """n * world / global batch: DDP then averages to the global batch's mean gradient.
+
+        Exactly 1.0 for full batches; it matters when the last global batch splits unevenly.
+        """
+        counts = torch.tensor([n, 1], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(counts)
+        return n * int(counts[1]) / int(counts[0])
+
+    # -- evaluation
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        self.module.eval()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.module(x).float()
+
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        out = self.outputs(x)
+        y = y.to(out.device)
+        loss = float(self.eval_loss_fn(out, y)) * y.shape[0]
+        return loss, int((self.scores(out).argmax(1) != y).sum())
+
+    # -- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Detached and on the CPU: views of the live weights there, copies from a GPU."""
+        return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+
+    live_state = state_dict  # already without copies on the CPU
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+
+    def optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return torch_optimizer_state(self.optimizer, self.module, self.cfg.optimizer, self.steps)
+
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
+        self.steps = load_torch_optimizer_state(self.optimizer, self.module, self.cfg.optimizer,
+                                                tensors, meta)
