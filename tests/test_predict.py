@@ -34,7 +34,7 @@ def mnist_test(data_root):
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.bundled()
+    return Predictor.load()
 
 
 def render(digit: np.ndarray, rng: np.random.Generator, canvas=None) -> Image.Image:
@@ -274,6 +274,14 @@ def test_rbf_probabilities_are_the_map_posterior():
         # -log P(label) is exactly the MAP loss of that sample for that label.
         loss = map_loss(torch.tensor([r["distances"]]), torch.tensor([r["label"]]), j)
         assert -np.log(r["probs"][r["label"]]) == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_non_finite_outputs_are_an_error_never_nan(predictor):
+    x = np.zeros((2, 28, 28), np.float32)
+    x[1, 3, 3] = np.nan  # an array handed over directly, past the image checks
+    with pytest.raises(PredictError, match="not finite"):
+        predictor.predict(x)
+    assert predictor.predict(x[:1])[0]["label"] in range(10)
 
 
 def test_features_of_every_layer(predictor, mnist_test):

@@ -17,7 +17,7 @@ from lenet5.reporting import viz
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.bundled()
+    return Predictor.load()
 
 
 @pytest.fixture(scope="module")
