@@ -24,8 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_modern import parse_sets
-from common import machine_info
+from common import RESULTS, load_average, machine_info, markdown_table, parse_sets, write_result
 from lenet5.checkpoint import versions
 from lenet5.config import resolve_config
 from lenet5.training.loop import train
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    load_start = machine_info(args.threads)["load_average_1min"]
+    info = machine_info(args.threads)
     extra = parse_sets(args.set)
     results = []
     for key in args.only or list(RECIPES):
@@ -77,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     split = f"validation (last {args.val_split} training images)" if args.val_split else "test (10,000 images)"
     print(f"\nFashion-MNIST {split}, seed {args.seed}, {args.threads} thread(s)\n")
-    print("| model | recipe | epochs | accuracy % (final epoch) | errors | train time s |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for r in results:
         c = r["train_config"]
         recipe = (f"preset {r['preset']}" if r["preset"] else
@@ -87,17 +85,16 @@ def main(argv: list[str] | None = None) -> int:
             recipe += ", " + ", ".join(f"{k}={v}" for k, v in extra.items())
         acc, errors = ((r["val_accuracy_pct"], r["history"][-1]["val_errors"]) if args.val_split
                        else (r["test_accuracy_pct"], r["test_errors"]))
-        print(f"| {c['model']} | {recipe} | {c['epochs']} | {acc:.2f} | {errors} | {r['wall_seconds']:.0f} |")
+        rows.append((c["model"], recipe, c["epochs"], f"{acc:.2f}", errors, f"{r['wall_seconds']:.0f}"))
+    markdown_table(["model", "recipe", "epochs", "accuracy % (final epoch)", "errors",
+                    "train time s"], rows)
 
-    result = {**machine_info(args.threads), "load_average_1min_at_start": load_start,
-              "versions": versions(), "dataset": "fashion-mnist", "seed": args.seed,
-              "val_split": args.val_split, "overrides": extra, "quick": args.quick, "results": results}
     name = ("fashion" + ("-quick" if args.quick else "") + ("-" + "-".join(args.only) if args.only else "")
             + tag)
-    path = Path(args.json or Path(__file__).parent / "results" / f"{name}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(args.json or RESULTS / f"{name}.json", {
+        **info, "versions": versions(), "dataset": "fashion-mnist", "seed": args.seed,
+        "val_split": args.val_split, "overrides": extra, "quick": args.quick, "results": results,
+        "load_average_1min_at_end": load_average()})
     return 0
 
 

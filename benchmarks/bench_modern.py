@@ -23,26 +23,13 @@ from pathlib import Path
 
 import torch
 
-from common import machine_info
+from common import RESULTS, load_average, machine_info, markdown_table, parse_sets, write_result
 from lenet5.checkpoint import load_model, versions
 from lenet5.config import resolve_config
 from lenet5.data.datasets import load_split
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.inference.evaluate import model_outputs
 from lenet5.training.loop import cpu_threads, train
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``KEY=JSON`` -> overrides; ``model_args.NAME=JSON`` goes into the model options."""
-    overrides: dict = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        value = json.loads(raw)
-        if key.startswith("model_args."):
-            overrides.setdefault("model_args", {})[key.split(".", 1)[1]] = value
-        else:
-            overrides[key] = value
-    return overrides
 
 
 def eval_split(cfg, quick: bool) -> tuple[str, torch.Tensor, torch.Tensor]:
@@ -67,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--val-split", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any TrainConfig field (JSON value), or model_args.NAME=VALUE")
+                   help="any TrainConfig field, or model_args.NAME=VALUE (as lenet5 train --set)")
     p.add_argument("--quick", action="store_true", help="2,000 images, 1 epoch, 2 seeds")
     p.add_argument("--runs", default="runs/bench-modern", help="parent of the run directories")
     p.add_argument("--json", default=None, help="result file (default benchmarks/results/...)")
@@ -79,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         base.update(limit_train=2000 + args.val_split, epochs=1)
     tag = f"{args.preset}-{args.dataset}" + ("-val" if args.val_split else "") + ("-quick" if args.quick else "")
-    t_start, load_start = time.perf_counter(), machine_info(args.threads)["load_average_1min"]
+    t_start, info = time.perf_counter(), machine_info(args.threads)
     runs = []
     for seed in seeds:
         out = Path(args.runs) / f"{tag}-s{seed}"
@@ -109,26 +96,21 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{args.preset} on {args.dataset}, scored on {split} ({len(y)} images), "
           f"{n_params:,} parameters, {args.threads} thread(s)\n")
-    print("| seed | accuracy % | errors | train time s |")
-    print("|---|---|---|---|")
-    for r in runs:
-        print(f"| {r['seed']} | {100 * r['accuracy']:.2f} | {r['errors']} | {r['train_seconds']:.0f} |")
-    print(f"| mean +- std | {mean:.2f} +- {std:.2f} | | |")
-    print(f"| ensemble of {len(runs)} (mean softmax) | {100 * (1 - ens_errors / len(y)):.2f} | "
-          f"{ens_errors} | |")
+    markdown_table(["seed", "accuracy %", "errors", "train time s"], [
+        *((r["seed"], f"{100 * r['accuracy']:.2f}", r["errors"], f"{r['train_seconds']:.0f}")
+          for r in runs),
+        ("mean +- std", f"{mean:.2f} +- {std:.2f}", "", ""),
+        (f"ensemble of {len(runs)} (mean softmax)", f"{100 * (1 - ens_errors / len(y)):.2f}",
+         ens_errors, "")])
 
-    result = {
-        **machine_info(args.threads), "versions": versions(), "preset": args.preset,
+    write_result(args.json or RESULTS / f"modern-{tag}.json", {
+        **info, "versions": versions(), "preset": args.preset,
         "dataset": args.dataset, "scored_on": split, "count": len(y), "parameters": n_params,
         "train_config": json.loads((Path(runs[0]["run_dir"]) / "config.json").read_text()),
         "seeds": runs, "mean_accuracy_pct": mean, "std_accuracy_pct": std,
         "ensemble_errors": ens_errors, "ensemble_accuracy_pct": 100 * (1 - ens_errors / len(y)),
-        "wall_seconds": wall, "load_average_1min_at_start": load_start, "load_average_1min_at_end": machine_info(args.threads)["load_average_1min"],
-    }
-    out = Path(args.json or Path(__file__).parent / "results" / f"modern-{tag}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+        "wall_seconds": wall, "load_average_1min_at_end": load_average(),
+    })
     return 0
 
 

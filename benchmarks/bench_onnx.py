@@ -14,18 +14,16 @@ processes count as little as possible.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import machine_info
+from common import best_rate, machine_info, write_result
 from lenet5 import __version__
 from lenet5.checkpoint import save_checkpoint
 from lenet5.data.transforms import Normalization
@@ -50,21 +48,6 @@ def build_onnx(label: str, folder: Path) -> tuple[torch.nn.Module, Path]:
             "normalization": Normalization.make(entry.normalization).to_dict(), "epoch": 0}
     ckpt = save_checkpoint(folder / label, model.state_dict(), meta)
     return model, export_onnx(ckpt, folder / f"{label}.onnx")
-
-
-def best_rate(fn, batch: int, seconds: float, repeats: int) -> float:
-    """Images per second: the best of ``repeats`` timed loops of about ``seconds`` each."""
-    fn()  # warm-up: the first call pays for allocations and kernel selection
-    start = time.perf_counter()
-    fn()
-    calls = max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rates.append(calls * batch / (time.perf_counter() - start))
-    return max(rates)
 
 
 def bench_model(label: str, folder: Path, threads: int, seconds: float, repeats: int) -> list:
@@ -120,18 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/onnx.json", help="JSON to write")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    env = environment(args.threads)  # the commit and load as the run starts
     seconds, repeats = (0.5, 3) if args.quick else (2.0, 5)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label in MODELS:
             rows += bench_model(label, Path(tmp), args.threads, seconds, repeats)
     print_table(rows)
-    result = {**environment(args.threads), "quick": args.quick, "seconds_per_repeat": seconds,
-              "repeats": repeats, "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, {**env, "quick": args.quick, "seconds_per_repeat": seconds,
+                            "repeats": repeats, "results": rows})
     return 0
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine_info
+from common import RESULTS, load_average, machine_info, markdown_table, parse_sets, write_result
 from lenet5.config import resolve_config
 from lenet5.training.loop import train
 
@@ -40,7 +40,7 @@ def main() -> int:
     p.add_argument("--distort", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option as model_args.NAME=JSON, or any TrainConfig field")
+                   help="any TrainConfig field, or model_args.NAME=VALUE (as lenet5 train --set)")
     p.add_argument("--out", default=None, help="run directory (default runs/bench-paper-...)")
     p.add_argument("--json", default=None, help="result file (default benchmarks/results/...)")
     p.add_argument("--png", default=None, help="error-by-pass plot (default docs/curves-<tag>.png)")
@@ -59,14 +59,8 @@ def main() -> int:
         args.epochs, args.limit_train = 2, args.limit_train or 1000
         args.set = [*args.set, "sdlm_samples=100"]
     overrides = dict(engine=args.engine, epochs=args.epochs, seed=args.seed, threads=1,
-                     progress=False, eval_train=True, limit_train=args.limit_train)
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        value = json.loads(raw)
-        if key.startswith("model_args."):
-            overrides.setdefault("model_args", {})[key.split(".", 1)[1]] = value
-        else:
-            overrides[key] = value
+                     progress=False, eval_train=True, limit_train=args.limit_train,
+                     **parse_sets(args.set))
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     tag = f"{preset}-{args.engine}-e{args.epochs}" + (f"-n{args.limit_train}" if args.limit_train else "")
@@ -82,14 +76,13 @@ def main() -> int:
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
-    print("\n| pass | eta | test error % | paper Fig. 5 % | training-set error % | pass time s |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        i = r["epoch"] - 1
-        paper = PAPER_FIG5[i] if i < len(PAPER_FIG5) and not args.distort else None
-        print(f"| {r['epoch']} | {r['lr']:.0e} | {100 * r['test_error']:.2f} "
-              f"({r['test_errors']}) | {paper if paper is not None else '-'} | "
-              f"{100 * r['train_set_error']:.2f} | {r['epoch_seconds']:.0f} |")
+    print()
+    fig5 = [] if args.distort else PAPER_FIG5
+    markdown_table(
+        ["pass", "eta", "test error %", "paper Fig. 5 %", "training-set error %", "pass time s"],
+        [(r["epoch"], f"{r['lr']:.0e}", f"{100 * r['test_error']:.2f} ({r['test_errors']})",
+          fig5[r["epoch"] - 1] if r["epoch"] <= len(fig5) else "-",
+          f"{100 * r['train_set_error']:.2f}", f"{r['epoch_seconds']:.0f}") for r in rows])
     final = rows[-1]
     print(f"\nfinal test error {100 * final['test_error']:.2f}% ({final['test_errors']} / "
           f"{final['test_count']}), wall {wall / 60:.1f} min, paper "
@@ -100,11 +93,9 @@ def main() -> int:
         "run_dir": str(run_dir), "train_config": json.loads((run_dir / "config.json").read_text()),
         "wall_seconds": wall, "per_pass": rows, "paper_fig5": PAPER_FIG5,
         "final_test_error": final["test_error"], "final_test_errors": final["test_errors"],
+        "load_average_1min_at_end": load_average(),
     }
-    out = Path(args.json or Path(__file__).parent / "results" / f"{tag}-s{args.seed}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    out = write_result(args.json or RESULTS / f"{tag}-s{args.seed}.json", result)
     png = args.png or (out.with_suffix(".png") if args.quick else default_png(out))
     return plot(rows, preset, png)
 

@@ -38,34 +38,17 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from common import machine_info  # noqa: E402
+from common import best_rate, child_json, machine_info, write_result  # noqa: E402
 from lenet5.scratch import build  # noqa: E402
 from lenet5.scratch.losses import map_loss  # noqa: E402
 from lenet5.scratch.optim import SGD  # noqa: E402
 
 TRAIN_BATCHES, INFER_BATCHES = (64, 256, 1024), (1, 64, 256, 1024)
 LR = 1e-3
-
-
-def best_rate(fn, batch: int, seconds: float, repeats: int) -> float:
-    """Images per second: the best of ``repeats`` timed loops of about ``seconds`` each."""
-    fn()  # warm-up: the first call pays for allocations
-    start = time.perf_counter()
-    fn()
-    calls = max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rates.append(calls * batch / (time.perf_counter() - start))
-    return max(rates)
 
 
 def numpy_fns(batch: int):
@@ -137,9 +120,8 @@ def memory_run(steps: int | None, batch: int = 1024) -> None:
 
 
 def peak_memory(steps: int | None, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--threads", str(threads), "--memory-steps", str(steps or 0)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return child_json([sys.executable, __file__, "--threads", str(threads),
+                       "--memory-steps", str(steps or 0)])
 
 
 def environment(threads: int) -> dict:
@@ -207,12 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(seconds, repeats)
     memory = peak_memory(20 if args.quick else None, args.threads)
     print_table(rows, memory)
-    result = {**env, "quick": args.quick, "seconds_per_repeat": seconds, "repeats": repeats,
-              "results": rows, "numpy_peak_memory": memory}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, {**env, "quick": args.quick, "seconds_per_repeat": seconds,
+                            "repeats": repeats, "results": rows, "numpy_peak_memory": memory})
     return 0
 
 

@@ -1,7 +1,7 @@
 """Load test of ``lenet5 serve``: many concurrent clients, valid and invalid requests mixed.
 
 Starts the real server (``python -m lenet5 serve --workers N``: uvicorn, torch 1 thread per
-process) on a free 127.0.0.1 port, once for each ``--workers`` count (default 1 and 2, side by
+process) on a free 127.0.0.1 port (``common.serve_process``: the web-demo tests' own start-up), once for each ``--workers`` count (default 1 and 2, side by
 side in one run); then ``--clients`` concurrent clients (one asyncio task and keep-alive
 connection each, in this process, sending requests encoded beforehand) send ``--requests``
 requests of each of two mixes, one after the other:
@@ -38,8 +38,6 @@ import os
 import platform
 import random
 import re
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -49,7 +47,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from common import machine_info
+from common import machine_info, serve_process, write_result
 from lenet5 import __version__
 from lenet5.data.datasets import load_split
 
@@ -147,34 +145,6 @@ def server_stack() -> str:
     found = {m: importlib.util.find_spec(m) is not None for m in ("httptools", "uvloop")}
     return (("httptools" if found["httptools"] else "h11") + ", "
             + ("uvloop" if found["uvloop"] else "asyncio"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(checkpoint: str | None, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lenet5", "serve", "--port", str(port), "--log-level", "warning"]
-    cmd += ["--workers", str(workers)] if workers != 1 else []  # (older versions: 1 process only)
-    if checkpoint:
-        cmd += ["--checkpoint", checkpoint]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # up: the banner (every worker ready) and /healthz answers
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if ("lenet5 serve: " in log.read_text(errors="replace")
-                    and httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200):
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not come up in 120 s")
 
 
 class Connection:
@@ -295,12 +265,13 @@ def print_table(s: dict) -> None:
 
 def run_server(args, workers: int, mixes: dict) -> dict:
     """Start ``lenet5 serve --workers N``, run every mix against it, stop it: the run's summary."""
-    port = free_port()
     log = Path(args.out).with_suffix(f".server{workers}.log.tmp")
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = start_server(args.checkpoint, port, log, workers)
-    summaries, alive = {}, False
-    try:
+    serve_args = ["--workers", str(workers)] if workers != 1 else []  # (older: 1 process only)
+    serve_args += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    summaries = {}
+    with serve_process(serve_args, log) as server:
+        port, proc = server.port, server.proc
         model = httpx.get(f"http://127.0.0.1:{port}/api/models").json()[0]
         for mix, reqs in mixes.items():
             asyncio.run(run_load(port, reqs[: args.warmup], args.clients))
@@ -318,9 +289,6 @@ def run_server(args, workers: int, mixes: dict) -> dict:
             print(f"\n== {workers} server process{'es' if workers > 1 else ''}, mix '{mix}' ==")
             print_table(s)
         alive = httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(30)
     log.unlink(missing_ok=True)
     return {"workers": workers, "model": model, "server_alive_after": alive, "mixes": summaries}
 
@@ -355,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "torch 1 thread per process",
                            "client": "asyncio keep-alive connections, same machine",
                            "versions": {"lenet5": __version__, "python": platform.python_version()}}}
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, doc)
     bad = any(s["count_5xx"] or s["dropped_connections"] or s["unexpected_status"]
               or s["answers_without_error_message"] for run in runs for s in run["mixes"].values())
     return 1 if bad or not all(run["server_alive_after"] for run in runs) else 0

@@ -7,7 +7,7 @@ the plain PyTorch script of ``plain_lenet5.py``. A training step is forward, los
 RBF head, cross-entropy for logits), backward and an update (plain SGD in both engines, as in
 ``bench_scratch.py``; the plain script's own Adam step); inference is an eval-mode forward. Batch
 1, 64, 256 and 1024, random inputs; each figure is the best of a few timed loops after a
-warm-up (``bench_scratch.best_rate``). A batch-norm model cannot train at batch 1 (one value per
+warm-up (``common.best_rate``). A batch-norm model cannot train at batch 1 (one value per
 channel after C5), so that cell is empty. Peak RSS is the process's maximum resident set after
 all its measurements (framework, model and batches up to 1024; no dataset held).
 
@@ -20,11 +20,18 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
-from common import machine_info
+from common import (
+    RESULTS,
+    best_rate,
+    child_json,
+    load_average,
+    machine_info,
+    markdown_table,
+    write_result,
+)
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (1, 64, 256, 1024)
@@ -107,8 +114,6 @@ def torch_fns(name: str | None, config: dict, batch: int):
 
 def child(engine: str, name: str | None, config: dict, seconds: float, repeats: int, threads: int) -> None:
     """(Subprocess) measure one engine and model; print one JSON object."""
-    from bench_scratch import best_rate
-
     if engine != "numpy":
         import torch
 
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short timings (under a minute)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=str(HERE / "results" / "throughput.json"))
+    p.add_argument("--json", default=str(RESULTS / "throughput.json"))
     p.add_argument("--case", type=int, action="append", choices=range(len(CASES)),
                    help="measure only these rows of CASES (0-based; default all)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -151,27 +156,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.case and i not in args.case:
             continue
         cmd = [sys.executable, __file__, "--child", str(i), "--threads", str(args.threads)]
-        out = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True,
-                             env=env, cwd=HERE)
-        if out.returncode:
-            raise RuntimeError(f"{engine} {label} failed:\n{out.stderr}")
-        results.append({"engine": engine, "model": label, **json.loads(out.stdout.strip().splitlines()[-1])})
+        measured = child_json(cmd + (["--quick"] if args.quick else []), env=env, cwd=HERE)
+        results.append({"engine": engine, "model": label, **measured})
 
     print(f"\nimages/s, {args.threads} thread(s), load average {info['load_average_1min']:.1f} at start\n")
-    print("| engine | model | " + " | ".join(f"train b{b}" for b in BATCHES) + " | "
-          + " | ".join(f"infer b{b}" for b in BATCHES) + " | peak RSS MiB |")
-    print("|---|---|" + "---|" * (2 * len(BATCHES) + 1))
-    for r in results:
-        cells = [fmt(row["train_images_per_s"]) for row in r["rows"]]
-        cells += [fmt(row["infer_images_per_s"]) for row in r["rows"]]
-        print(f"| {r['engine']} | {r['model']} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:,.0f} |")
+    markdown_table(
+        ["engine", "model", *(f"train b{b}" for b in BATCHES), *(f"infer b{b}" for b in BATCHES),
+         "peak RSS MiB"],
+        [(r["engine"], r["model"], *(fmt(row["train_images_per_s"]) for row in r["rows"]),
+          *(fmt(row["infer_images_per_s"]) for row in r["rows"]), f"{r['peak_rss_mib']:,.0f}")
+         for r in results])
 
-    result = {**info, "quick": args.quick, "seconds_per_repeat": seconds, "repeats": repeats,
-              "lr": LR, "results": results, "load_average_1min_at_end": os.getloadavg()[0]}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(args.json, {**info, "quick": args.quick, "seconds_per_repeat": seconds,
+                             "repeats": repeats, "lr": LR, "results": results,
+                             "load_average_1min_at_end": load_average()})
     return 0
 
 
