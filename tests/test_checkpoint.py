@@ -255,6 +255,24 @@ def test_what_a_resume_needs(tmp_path):
         read_checkpoint(slim, purpose="bundle")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (drop("optimizer"), "lacks optimizer"),
+    (drop("epoch"), "lacks epoch"),
+    (put(epoch="1"), "epoch must be a whole number"),
+    (put(optimizer={"type": "adamw", "lr": 1e-3, "steps": -3}), "steps must be a whole number"),
+    (put(model_config={"widths": [6, 16, 120, 5_000_000]}), "widths"),
+])
+def test_train_resume_refuses_tampered_checkpoints_in_one_line(tmp_path, capsys, edit, match):
+    run = tmp_path / "run"
+    path = run_checkpoint(run)
+    tensors, meta = read_raw(path)
+    meta["train_config"].update(data_dir=str(tmp_path / "no-data"), epochs=20)
+    write_raw(path, tensors, edit(meta))
+    assert main(["train", "--resume", str(run), "--epochs", "20"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lenet5: error: ") and err.count("\n") == 1 and match in err, err
+
+
 # ----------------------------------------------------------------------------- saving
 
 
