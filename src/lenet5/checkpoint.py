@@ -38,7 +38,6 @@ import numpy as np
 FORMAT = "lenet5-checkpoint/1"
 OPT_PREFIX = "optimizer/"
 CHECKPOINT_NAME = "checkpoint.safetensors"
-MAX_DIM = 1 << 16  # a model-config size (a width) above this is refused before anything is built
 
 
 class CheckpointError(RuntimeError):
@@ -281,37 +280,14 @@ def check_meta(meta: Any, purpose: str = "model") -> dict:
 
 
 def check_model_config(entry, config: dict) -> dict:
-    """Each value the type of its default (a tuple of sizes: that many whole numbers in
-    1..MAX_DIM), then the config's own checks; returns the full config as a dict."""
-    defaults = {f.name: f.default for f in fields(entry.config)}
-    for key, value in config.items():
-        if key not in defaults:
-            raise ValueError(f"{entry.name} has no option {key!r} (model_config); "
-                             f"known: {', '.join(defaults)}")
-        if problem := _type_problem(defaults[key], value):
-            raise ValueError(f"model_config.{key} {problem}, not {_short(value)}")
+    """The model's own config checks (:func:`lenet5.models.make_config`: known options, types,
+    ranges); returns the full config as a dict."""
     from .models import make_config
 
     try:
         return make_config(entry.name, config).to_dict()
     except (TypeError, ValueError) as e:
         raise ValueError(f"model_config: {e}") from None
-
-
-def _type_problem(default: Any, value: Any) -> str | None:
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "must be true or false"
-    if _is_int(default):
-        return None if _is_int(value) else "must be a whole number"
-    if isinstance(default, float):
-        return None if _is_number(value) else "must be a finite number"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "must be a string"
-    if isinstance(default, tuple):
-        ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
-              and all(_is_int(v) and 1 <= v <= MAX_DIM for v in value))
-        return None if ok else f"must be {len(default)} whole numbers in 1..{MAX_DIM}"
-    return None  # other kinds of option: the config's own checks decide
 
 
 # ----------------------------------------------------------------------------- tensors
