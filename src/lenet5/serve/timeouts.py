@@ -63,7 +63,8 @@ class DeadlineProtocol(_Base):
         self._phase: tuple | None = None  # ("request" | "body", the cycle it belongs to)
         self._phase_start = 0.0
         self._phase_bytes = 0
-        self._header_bytes: int | None = None  # counting from a request's first byte to its headers' end
+        # Bytes read since a request began, until its headers end (from the read it began in).
+        self._header_bytes: int | None = None
 
     # -- uvicorn's hooks, each followed by a look at the phase
 
@@ -74,14 +75,14 @@ class DeadlineProtocol(_Base):
     def data_received(self, data: bytes) -> None:
         if self._phase is not None and self._phase[0] == "request":
             self._phase_bytes += len(data)
-        if self._header_bytes is not None:
-            self._header_bytes += len(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
-        if self._header_bytes is not None and self._header_bytes > self.timeouts.header_bytes:
-            self._close(HEADERS_TOO_LARGE)  # still no end of the headers
-            return
+        if self._header_bytes is not None:  # a request began and its headers have not ended
+            self._header_bytes += len(data)
+            if self._header_bytes > self.timeouts.header_bytes:
+                self._close(HEADERS_TOO_LARGE)
+                return
         self._watch()
 
     def on_message_begin(self) -> None:  # httptools: a request's first byte
