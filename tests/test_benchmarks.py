@@ -97,8 +97,10 @@ def test_bench_paper_quick(tmp_path, data_root, extra):
     assert r["train_config"]["optimizer"] == "sdlm" and r["train_config"]["batch_size"] == 1
     assert [p["epoch"] for p in r["per_pass"]] == [1, 2] and r["paper_fig5"][0] == 2.67
     for p in r["per_pass"]:  # 2 passes over 1,000 images: far better than chance (90%)
-        assert p["test_error"] == p["test_errors"] / p["test_count"] < 0.3
-        assert p["train_set_error"] < 0.3
+        assert p["test_error"] == p["test_errors"] / p["test_count"] < 0.5
+        assert p["train_set_error"] < 0.5
+    first, last = r["per_pass"]
+    assert last["test_error"] < first["test_error"]  # (26% then 13% at 072ead7)
     assert (tmp_path / "result.png").stat().st_size > 10_000  # the plot against Fig. 5
     if extra:
         assert r["train_config"]["distort"] and r["train_config"]["ema"] == 0.999
@@ -110,7 +112,8 @@ def test_bench_modern_quick(tmp_path, data_root):
     r = run_quick("bench_modern.py", tmp_path, "--data-dir", str(data_root), "--runs", str(tmp_path))
     assert len(r["seeds"]) == 2 and r["parameters"] <= 62_000
     assert r["ensemble_accuracy_pct"] == pytest.approx(100 * (1 - r["ensemble_errors"] / r["count"]))
-    assert r["count"] == 10_000 and r["ensemble_accuracy_pct"] > 80  # 2,000 images, 1 epoch
+    # 2,000 images, 1 epoch: 83% and 73% for the seeds, 81% for the ensemble at 072ead7.
+    assert r["count"] == 10_000 and r["ensemble_accuracy_pct"] > 50
     # The ensemble is scored on the same images as the seeds it averages.
     assert all(s["errors"] == round((1 - s["accuracy"]) * r["count"]) for s in r["seeds"])
 
