@@ -368,7 +368,29 @@ def test_openapi_documents_the_api(client):
     assert {"multipart/form-data", "application/json"} <= set(post["requestBody"]["content"])
     assert [q["name"] for q in post["parameters"]] == ["model", "features", "encoding", "top_k"]
     assert {"/api/models", "/healthz"} <= set(spec["paths"])
-    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_nothing_from_elsewhere(client, page):
+    """Swagger UI and ReDoc come from this server (a CDN is a blank page offline)."""
+    r = client.get(page)
+    assert r.status_code == 200 and "default-src 'self'" in r.headers["content-security-policy"]
+    assert not re.search(r"https?://", r.text), r.text[:300]
+    assets = re.findall(r'(?:src|href)="(/[^"]+)"', r.text)
+    assert any(a.endswith(".js") for a in assets), assets
+    for a in assets:
+        got = client.get(a)
+        assert got.status_code == 200 and len(got.content) > 1000, a
+    assert re.search(r"url: '/openapi\.json'|spec-url=\"/openapi\.json\"", r.text)
+
+
+def test_head_and_the_page_policy_on_every_path_to_the_page(client):
+    head = client.head("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-security-policy"] == client.get("/").headers["content-security-policy"]
+    for path in ("/static/index.html", "/static/app.js", "/static/style.css"):
+        r = client.get(path)
+        assert r.status_code == 200 and "default-src 'self'" in r.headers["content-security-policy"], path
 
 
 # ----------------------------------------------------------------------------- batching
