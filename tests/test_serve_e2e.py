@@ -1,5 +1,6 @@
 """End to end: the real ``lenet5 serve`` on a free 127.0.0.1 port, and the page driven in a real
-headless Chromium (Debian's ``chromium``) with mouse and touch strokes.
+headless Chromium (Debian's ``chromium``) with mouse and touch strokes; the API docs rendered
+with every request elsewhere refused, as offline.
 
 Screenshots go to ``test-artifacts/serve/`` (git-ignored); ``docs/web-demo.png`` is one of them.
 In CI a missing browser is a failure, never a skip.
@@ -211,3 +212,26 @@ def test_draw_with_a_finger_on_a_phone(server, browser):
     page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
     assert seen == {"errors": [], "foreign": []}
     ctx.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_docs_render_the_api_offline(server, browser):
+    """/docs is Swagger UI from this server: with every other host unreachable it still lists
+    the API, and the predict operation opens to its parameters."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    seen = watch(page, server.url)
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server.url)
+               else route.abort("internetdisconnected"))
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    paths = page.locator(".opblock-summary-path").evaluate_all("els => els.map(e => e.dataset.path)")
+    assert {"/api/predict", "/api/models", "/healthz"} <= set(paths), paths
+    page.locator(".opblock-summary-path[data-path='/api/predict']").click()
+    page.wait_for_selector(".parameters", timeout=10_000)
+    names = page.locator(".parameters .parameter__name").all_text_contents()
+    assert {"model", "features", "encoding", "top_k"} <= {n.split()[0].strip() for n in names}, names
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "docs.png"))
+    assert seen == {"errors": [], "foreign": []}
+    page.close()
