@@ -166,6 +166,29 @@ def test_float32_outputs_match_on_real_digits(name, config, data_root):
     assert rel(ours.forward(x), want) < 1e-5
 
 
+@pytest.mark.parametrize("name, config", [VARIANTS[0], ("lenet5-1998", {"map_j": 2.0}),
+                                          VARIANTS[2]])
+def test_log_probs_match_torch(name, config, data_root):
+    """The MAP posterior with its rubbish class (RBF head) and the log-softmax (logits), on
+    real digits in float64 and float32, and on outputs far out of range."""
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        ref, ours = pair(name, config, dtype)
+        x, _ = mnist(data_root, "test", 64)
+        with torch.no_grad():
+            out = ref.eval()(torch.from_numpy(x).to(dtype))
+            want = ref.log_probs(out)
+        got = ours.log_probs(ours.forward(x.astype(ours.dtype)))
+        assert got.dtype == ours.dtype and rel(got, want) < tol
+    if ours.head == "rbf":  # the ten posteriors leave exp(-j) / Z to the rubbish class
+        assert (np.exp(got).sum(1) < 1).all()
+    else:
+        np.testing.assert_allclose(np.exp(got).sum(1), 1, rtol=1e-5)
+    far = np.array([[1e4] * 10, [0.0] * 9 + [-1e4]], np.float32)  # no overflow
+    with torch.no_grad():
+        want = ref.log_probs(torch.from_numpy(far))
+    np.testing.assert_allclose(ours.log_probs(far), want.numpy(), rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def trained_1998(tmp_path_factory, data_root):
     """A torch lenet5-1998 after one epoch of 5,000 images (Adam 1e-3, batch 32), saved."""

@@ -155,7 +155,8 @@ class Model:
             rubbish = np.full((out.shape[0], 1), -self.config.map_j, out.dtype)
             z = np.concatenate([rubbish, -out], 1)  # (B, 11): rubbish first
             return -out - logsumexp(z)[:, None]
-        return out - logsumexp(out)[:, None]
+        shifted = out - out.max(1, keepdims=True)  # exact where out - logsumexp(out) would not be
+        return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Predicted classes ``(B,)``, in eval mode, in chunks of ``batch_size``."""

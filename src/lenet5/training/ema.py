@@ -6,9 +6,9 @@ not drag the random initialisation along. Evaluation, the saved weights and ever
 reads them (``lenet5 evaluate``, ``predict``, ``bundle``) see the average; the live weights
 the optimiser keeps moving are stored beside the optimiser state so ``--resume`` is exact.
 
-The engine is only asked for its state (``live_state()`` where it has one, else
-``state_dict()``, which is live views for PyTorch on the CPU) and ``load_state_dict()``, so
-the same code serves both.
+It reads any engine through the interface of :class:`lenet5.training.engine.Engine`: the loop
+passes ``live_state()`` (no copies where the engine can) to :meth:`WeightAverage.update` after
+every step, and a swap uses ``state_dict()`` and ``load_state_dict()``.
 """
 
 from __future__ import annotations

@@ -101,24 +101,32 @@ def claim_for_new_run(run_dir: Path, overwrite: bool) -> None:
 
 @contextmanager
 def saving(run_dir: Path, epoch: int, last_saved: int | None):
-    """Turn a failed write of epoch ``epoch``'s files into one clear :class:`OSError`."""
+    """Turn a failed write of epoch ``epoch``'s files into one :class:`OSError` line that says
+    what happened and which checkpoint survives. (:func:`lenet5.checkpoint.save_checkpoint`
+    reports its own failures in one line already; a full disk is said in plain words here.)"""
     from safetensors import SafetensorError
 
     try:
         yield
-    except (OSError, SafetensorError) as e:
+    except (OSError, SafetensorError, ckpt.CheckpointError) as e:
+        if isinstance(e, ckpt.CheckpointError) and not _disk_full(e):
+            raise
         kept = (f"the checkpoint of epoch {last_saved} there is intact" if last_saved
                 else "no checkpoint had been saved yet")
         raise OSError(f"could not save epoch {epoch} in {run_dir}: {_reason(e)}; {kept}") from None
 
 
-def _reason(e: BaseException) -> str:
-    """``No space left on device`` for a full disk, whichever library saw it."""
+def _disk_full(e: BaseException) -> bool:
+    """Whichever library saw it: an errno, or Rust's ``StorageFull`` from safetensors."""
     text = str(e)
-    full = (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-            or "StorageFull" in text or "code: 28" in text or "No space left" in text)
-    if full:
+    return (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or "StorageFull" in text or "No space left on device" in text)
+
+
+def _reason(e: BaseException) -> str:
+    if _disk_full(e):
         return "no space left on device"
     if getattr(e, "strerror", None):
         return e.strerror
-    return text.splitlines()[0] if text else type(e).__name__
+    text = " ".join(str(e).split())
+    return text or type(e).__name__

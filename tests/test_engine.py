@@ -1,0 +1,136 @@
+"""The engine interface (``lenet5.training.engine``): what is decided once for every engine, the
+factory, each engine's own evaluation, and the ``train_epoch`` hook a compiled engine overrides."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lenet5.config import resolve_config
+from lenet5.data.loader import TensorLoader
+from lenet5.data.transforms import Normalization
+from lenet5.models import make_config
+from lenet5.training.engine import (
+    ENGINES,
+    Engine,
+    curvature_batch,
+    engine_class,
+    make_engine,
+    resolve_criterion,
+)
+from lenet5.training.numpy_engine import NumpyEngine
+from lenet5.training.torch_engine import TorchEngine
+
+
+def cfg_for(data_root, **kw):
+    base = dict(data_dir=str(data_root), progress=False, threads=1)
+    return resolve_config(kw.pop("preset", None), overrides={**base, **kw})
+
+
+def engines(cfg) -> tuple[Engine, Engine]:
+    """A torch and a NumPy engine of ``cfg``'s model holding the same weights."""
+    model_config = make_config(cfg.model, cfg.model_args).to_dict()
+    torch.manual_seed(cfg.seed)
+    ref = make_engine(replace(cfg, engine="torch"), model_config, torch.device("cpu"))
+    ours = make_engine(replace(cfg, engine="numpy"), model_config, torch.device("cpu"))
+    ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    return ref, ours
+
+
+def test_engines_implement_the_whole_interface():
+    for name in ("torch", "numpy"):
+        cls = engine_class(name)
+        assert issubclass(cls, Engine) and cls.name == name and not inspect.isabstract(cls)
+    assert TorchEngine.supports_ddp and not NumpyEngine.supports_ddp
+    with pytest.raises(ValueError, match="unknown engine 'jax'; choose from torch, numpy"):
+        engine_class("jax")
+    assert set(ENGINES) >= {"torch", "numpy"}
+
+
+def test_criterion_is_resolved_once_for_every_engine(data_root):
+    paper = cfg_for(data_root, preset="paper")
+    c = resolve_criterion(paper, make_config("lenet5-1998").to_dict())
+    assert (c.loss, c.map_j, c.head, c.label_smoothing) == ("map", 0.1, "rbf", 0.0)
+    c = resolve_criterion(replace(paper, map_j=0.5), {"map_j": 0.1})
+    assert c.map_j == 0.5
+    best = cfg_for(data_root, preset="best")  # label smoothing 0.05, for cross-entropy only
+    assert resolve_criterion(best, {}).label_smoothing == best.label_smoothing > 0
+    assert resolve_criterion(replace(paper, label_smoothing=0.1), {}).label_smoothing == 0.0
+    with pytest.raises(ValueError, match="loss 'map' needs an RBF head; lenet5-modern has logits"):
+        resolve_criterion(replace(best, loss="map"), {})
+
+
+def test_numpy_engine_refuses_what_only_pytorch_offers(data_root):
+    cfg = cfg_for(data_root, engine="numpy")
+    with pytest.raises(ValueError, match="the NumPy engine runs in one process"):
+        make_engine(cfg, make_config(cfg.model).to_dict(), torch.device("cpu"), ddp=True)
+    with pytest.raises(ValueError, match="--amp is a PyTorch option; the NumPy engine"):
+        make_engine(replace(cfg, amp=True), make_config(cfg.model).to_dict(), torch.device("cpu"))
+
+
+def test_curvature_batch_is_the_first_patterns_of_the_pass_order():
+    images = torch.rand(50, 1, 32, 32)
+    norm = Normalization.make("paper")
+    loader = TensorLoader(images, torch.zeros(50, dtype=torch.int64), 8, norm, shuffle=True,
+                          seed=3)
+    loader.set_epoch(2)
+    first = next(iter(loader))[0]  # the pass's first batch: its first 8 patterns
+    x = curvature_batch(loader, 20)
+    assert x.shape == (20, 1, 32, 32)
+    torch.testing.assert_close(x[:8], first, rtol=0, atol=0)
+    loader.set_epoch(3)
+    assert not torch.equal(curvature_batch(loader, 20), x)  # a new sample every pass
+
+
+@pytest.mark.slow  # a torch optimiser's first start-up alone takes seconds here
+@pytest.mark.parametrize("preset", ["paper", "relu-maxpool"])
+def test_each_engine_evaluates_its_own_arrays_alike(data_root, preset):
+    """The NumPy engine's loss is its own (NumPy in, float out), and equals PyTorch's on the
+    same weights to float32 precision; the error counts are equal."""
+    from lenet5.data.datasets import load_split
+    from lenet5.data.transforms import to_unit
+
+    cfg = cfg_for(data_root, preset=preset)
+    ref, ours = engines(cfg)
+    assert ref.criterion == ours.criterion == resolve_criterion(cfg, ref.module.config.to_dict())
+    images, labels = load_split("mnist", "test", data_root, download=False)
+    x, y = to_unit(images[:500]), torch.as_tensor(labels[:500].astype(np.int64))
+    norm = Normalization.make("paper" if preset == "paper" else "standard")
+    out = ours.outputs(norm(x[:5]))
+    assert isinstance(out, np.ndarray) and out.shape == (5, 10)
+    want = ref.evaluate(x, y, norm, 200)
+    got = ours.evaluate(x, y, norm, 200)
+    assert got["count"] == want["count"] == 500 and got["errors"] == want["errors"]
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    loss, errors = ours.eval_step(norm(x[:200]), y[:200])
+    assert isinstance(loss, float) and isinstance(errors, int)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kw, per_step_lr, averaged", [
+    (dict(), False, False),
+    (dict(schedule="onecycle"), True, False),
+    (dict(ema=0.9), False, True),
+])
+def test_the_loop_trains_through_train_epoch(data_root, tmp_path, monkeypatch, kw, per_step_lr,
+                                             averaged):
+    """A compiled engine overrides ``train_epoch``: the loop asks for a per-step rate and an
+    after-step hook only when the run needs them, and reads the totals it returns."""
+    from lenet5.training.loop import train
+
+    calls = []
+    default = Engine.train_epoch
+
+    def spy(self, loader, step_lr=None, after_step=None, progress=None):
+        calls.append((step_lr is not None, after_step is not None, progress is not None))
+        return default(self, loader, step_lr, after_step, progress)
+
+    monkeypatch.setattr(NumpyEngine, "train_epoch", spy)
+    row = train(cfg_for(data_root, engine="numpy", out=str(tmp_path / "run"), limit_train=64,
+                        batch_size=32, epochs=2, eval_batch_size=5000, **kw), log=lambda *a: None)
+    assert calls == [(per_step_lr, averaged, True)] * 2
+    assert row["epoch"] == 2 and np.isfinite(row["train_loss"]) and 0 < row["train_error"] <= 1
