@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
 from lenet5.config import PRESETS
-from lenet5.models import create_model, list_models
+from lenet5.models import (
+    build_numpy,
+    canonical,
+    create_model,
+    get_entry,
+    list_models,
+    make_config,
+    nearest_name,
+)
 from lenet5.models.bitmaps import bitmap_strings, rbf_prototypes
 from lenet5.models.lenet5_1998 import C3_TABLE, Subsampling
 from lenet5.reporting.summary import layer_table
 from lenet5.training.losses import map_loss, mle_loss
 from lenet5.training.optim import SDLM, estimate_curvature, lr_at, paper_eta
 
-VARIANTS = [("lenet5-1998", {}), ("lenet5-1998", {"subsample": "average"})] + [
-    (p["model"], p.get("model_args", {})) for p in PRESETS.values() if p["model"] == "lenet5-modern"
-]
+# Every registered model and variant, the 1998 network's other subsampling, and what each
+# preset trains (a variant plus options).
+VARIANTS = list(dict.fromkeys(
+    [(name, "{}") for name in list_models()] + [("lenet5-1998", json.dumps({"subsample": "sum"}))]
+    + [(p["model"], json.dumps(p.get("model_args", {}), sort_keys=True)) for p in PRESETS.values()]
+))
+VARIANTS = [(name, json.loads(args)) for name, args in VARIANTS]
+
+
+def trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def test_paper_parameter_and_connection_counts():
@@ -59,7 +80,7 @@ def test_every_model_contract(name, args):
     assert out.shape == (4, 10) and torch.isfinite(out).all()
     lp = m.log_probs(out)
     assert torch.isfinite(lp).all() and (lp.exp().sum(1) <= 1 + 1e-5).all()
-    loss = (map_loss(out, torch.arange(4), 0.1) if name == "lenet5-1998"
+    loss = (map_loss(out, torch.arange(4), 0.1) if get_entry(name).head == "rbf"
             else torch.nn.functional.cross_entropy(out, torch.arange(4)))
     loss.backward()
     for pname, p in m.named_parameters():
@@ -196,6 +217,73 @@ def test_paper_schedule():
     assert lr_at("paper", 5e-4, 4, 0, 10, 20) == pytest.approx(2e-4)
     assert lr_at("onecycle", 1.0, 0, 0, 10, 4) == pytest.approx(1 / 25)
     assert lr_at("cosine", 1.0, 2, 0, 10, 4) == pytest.approx(0.5)
+
+
+def test_onecycle_linear_is_the_fast_recipes_schedule():
+    """Linear warm-up from 0 over the first 20% of the steps, then linear to 0 (as
+    benchmarks/fast99.py wrote it, by step: peak * step / up, then peak * (total - step) /
+    (total - up)), also when the run is split into epochs."""
+    total, up, peak = 1000, 200, 0.4
+    for step in (0, 1, 100, 199, 200, 201, 600, 999):
+        want = peak * step / up if step < up else peak * (total - step) / (total - up)
+        assert lr_at("onecycle-linear", peak, 0, step, total, 1) == pytest.approx(want)
+        assert lr_at("onecycle-linear", peak, step // 250, step % 250, 250, 4) == pytest.approx(want)
+
+
+def test_variants_are_models_with_their_own_parameter_counts():
+    counts = {name: trainable(create_model(name)) for name in list_models()}
+    assert counts == {"lenet5-1998": 60000, "lenet5-modern": 61706, "lenet5-modern-bn": 61932}
+    assert canonical("lenet5-modern-bn", {"dropout": 0.1}) == (
+        "lenet5-modern", {"batchnorm": True, "dropout": 0.1})
+    assert make_config("lenet5-modern-bn").batchnorm and not make_config("lenet5-modern").batchnorm
+    # A preset trains a variant: the model `best` trains has the bundled model's 61,932.
+    best = PRESETS["best"]
+    assert trainable(create_model(best["model"], **best.get("model_args", {}))) == 61932
+
+
+def test_nearest_name_names_what_a_checkpoint_holds():
+    bundled = {"activation": "relu", "pool": "max", "batchnorm": True, "dropout": 0.1,
+               "widths": [6, 16, 120, 84]}
+    assert nearest_name("lenet5-modern", bundled) == ("lenet5-modern-bn", {"dropout": 0.1})
+    assert nearest_name("lenet5-modern", {}) == ("lenet5-modern", {})
+    assert nearest_name("lenet5-1998", {"subsample": "sum"}) == ("lenet5-1998", {"subsample": "sum"})
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_numpy_builder_matches_the_torch_model(name):
+    """The entry's two builders make the same parameters and buffers (names and shapes)."""
+    torch_state = {k: tuple(v.shape) for k, v in create_model(name).state_dict().items()}
+    numpy_state = {k: np.shape(v) for k, v in build_numpy(name, seed=0).state_dict().items()}
+    assert numpy_state == torch_state
+
+
+def test_registry_and_config_import_no_torch():
+    code = ("import sys; from lenet5.config import resolve_config; from lenet5.models import "
+            "get_entry, make_config; resolve_config('fast'); make_config('lenet5-modern-bn'); "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_sizes_are_refused_before_anything_is_built():
+    with pytest.raises(ValueError, match=r"model_args.widths must be .*<= 1024; got \[6, 16, 120, 5000000\]"):
+        create_model("lenet5-modern", widths=[6, 16, 120, 5_000_000])
+    with pytest.raises(ValueError, match="model_args.batchnorm must be true or false; got 1"):
+        create_model("lenet5-modern", batchnorm=1)
+    with pytest.raises(ValueError, match="model_args.dropout must be"):
+        make_config("lenet5-modern-bn", {"dropout": float("nan")})
+
+
+def test_models_command_shows_what_presets_and_bundled_weights_train(capsys):
+    from lenet5.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "`" not in out  # no reStructuredText in a terminal
+    lines = {line.split()[0].lstrip("*"): line for line in out.splitlines() if line.strip()}
+    assert "61,932 params  lenet5-modern-bn (dropout 0.1)" in lines["best"]
+    assert "61,706 params" in lines["lenet5-modern"] and "61,932 params" in lines["lenet5-modern-bn"]
+    bundled = [line for line in out.splitlines() if line.startswith("* ")]
+    assert len(bundled) == 1 and "61,932 params  lenet5-modern-bn (dropout 0.1)" in bundled[0]
 
 
 def test_registry_errors():

@@ -45,6 +45,9 @@ def lr_at(schedule: str, base_lr: float, epoch: int, step: int, steps_per_epoch:
             return base_lr * (1 / 25 + (1 - 1 / 25) * t / warm)
         u = (t - warm) / (1 - warm)
         return base_lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * u)))
+    if schedule == "onecycle-linear":  # linear warm-up from 0 for 20%, then linear down to 0
+        warm = 0.2
+        return base_lr * (t / warm if t < warm else (1 - t) / (1 - warm))
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
