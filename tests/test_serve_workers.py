@@ -107,16 +107,36 @@ def test_workers_share_the_port_are_replaced_and_stop_together(tmp_path):
 
 @pytest.mark.slow
 @linux_only
-def test_a_busy_port_is_a_clear_error(tmp_path):
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    """SIGKILL gives the parent no chance to stop its workers: they stop themselves (the kernel
+    tells them, PR_SET_PDEATHSIG) and the port is free for the next start."""
+    with ServerProcess(["--checkpoint", str(bundled_checkpoint()[1]), "--workers", "2"],
+                       tmp_path / "serve.log") as server:
+        pids = worker_pids(server.proc.pid)
+        assert len(pids) == 2
+        server.proc.kill()
+        server.proc.wait(10)
+        wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), timeout=30)
+        assert not listening_inodes(server.port)
+    with socket.socket() as s:  # free again
+        s.bind(("127.0.0.1", server.port))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_busy_port_is_a_clear_error_before_any_banner(n):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         run = subprocess.run(
             [sys.executable, "-m", "lenet5", "serve", "--checkpoint", str(bundled_checkpoint()[1]),
-             "--workers", "2", "--port", str(port)], capture_output=True, text=True, timeout=120)
+             "--workers", str(n), "--port", str(port)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"lenet5: error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert "http://" not in run.stdout + run.stderr  # no banner with a URL that is not ours
+    assert "Traceback" not in run.stderr
 
 
 def test_worker_app_serves_what_the_parent_was_asked(monkeypatch):
