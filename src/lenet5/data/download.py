@@ -40,7 +40,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .idx import IDXError, sha256_decompressed
+from .idx import MAX_BYTES, IDXError, sha256_decompressed
 
 __all__ = ["DownloadError", "download_file", "max_download_bytes"]
 
@@ -257,7 +257,7 @@ def _verify(
             # Typically an HTML error or captive-portal page served with status 200.
             return f"not a gzip file (starts with {head!r})"
     try:
-        got = sha256_decompressed(part, **({} if size is None else {"max_bytes": size}))
+        got = sha256_decompressed(part, MAX_BYTES if size is None else size)
     except IDXError as e:
         return f"corrupt download: {e}"
     if sha256 is not None and got != sha256:

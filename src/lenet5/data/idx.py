@@ -46,16 +46,10 @@ def nbytes(shape: tuple[int, ...]) -> int:
     return 4 + 4 * len(shape) + math.prod(shape)
 
 
-def read_idx(
-    path: str | Path,
-    expect_magic: int | None = None,
-    *,
-    shape: tuple[int, ...] | None = None,
-    fewer_ok: bool = False,
-    max_bytes: int = MAX_BYTES,
-) -> np.ndarray:
-    """Read and validate one IDX file (gzip or raw); see :func:`read_idx_checked`."""
-    return read_idx_checked(path, expect_magic, shape=shape, fewer_ok=fewer_ok, max_bytes=max_bytes)[0]
+def read_idx(path: str | Path, expect_magic: int | None = None, **checks) -> np.ndarray:
+    """Read and validate one IDX file (gzip or raw); ``checks`` (``shape``, ``fewer_ok``,
+    ``max_bytes``) as for :func:`read_idx_checked`."""
+    return read_idx_checked(path, expect_magic, **checks)[0]
 
 
 def read_idx_checked(
