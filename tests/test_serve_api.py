@@ -469,6 +469,13 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     assert "no bundled model 'no-such-model'" in capsys.readouterr().err
     assert main(["serve", "--workers", "0"]) == 1
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+    # Checkpoints are opened through the front door, which checks them: one line, no traceback.
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}")
+    assert main(["serve", "--checkpoint", str(tmp_path / "bad.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lenet5: error: ") and err.count("\n") == 1 and "bad.safetensors" in err
+    assert main(["serve", "--idle-timeout", "0"]) == 1
+    assert "idle timeout must be a positive number of seconds, got 0.0" in capsys.readouterr().err
 
 
 def test_a_batch_reads_each_upload_and_answers_each_request_alone(predictor, digits):

@@ -24,12 +24,12 @@ WORKER_ENV = "LENET5_SERVE_WORKER"
 
 
 def load_predictors(checkpoints: list[str], names: list[str]) -> list:
-    """Checkpoints first, then bundled models by name; neither given: every bundled model,
+    """Checkpoints first, then bundled models by name, each through the one front door
+    (:func:`lenet5.inference.load.load`, which checks it); neither given: every bundled model,
     the default one (the one ``lenet5 models`` marks) first, so it is what the page shows."""
     from ..inference.predict import Predictor
 
-    predictors = [Predictor.from_checkpoint(c, run_name(c)) for c in checkpoints]
-    predictors += [Predictor.bundled(n) for n in names]
+    predictors = [Predictor.load(source) for source in [*checkpoints, *names]]
     if not predictors:
         from ..weights import bundled_models, default_name
 
@@ -38,14 +38,8 @@ def load_predictors(checkpoints: list[str], names: list[str]) -> list:
             raise ValueError("no bundled models found; pass --checkpoint CKPT")
         first = default_name(models)
         order = [first] + [m["name"] for m in models if m["name"] != first]
-        predictors = [Predictor.bundled(n) for n in order]
+        predictors = [Predictor.load(n) for n in order]
     return predictors
-
-
-def run_name(path: str) -> str:
-    """``runs/bn`` and ``runs/bn/checkpoint.safetensors`` are both called ``bn``."""
-    p = Path(path).resolve()
-    return p.parent.name if p.is_file() and p.stem == "checkpoint" else (p.stem if p.is_file() else p.name)
 
 
 def build_app(checkpoints: list[str], names: list[str], threads: int):
