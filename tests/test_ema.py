@@ -45,6 +45,7 @@ def cfg_for(data_root, out, **kw):
     return resolve_config(kw.pop("preset", "relu-maxpool"), overrides={**base, **kw})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "numpy"])
 def test_saved_weights_are_the_average_and_resume_is_exact(data_root, tmp_path, engine):
     train_straight_and_resumed(partial(cfg_for, data_root), tmp_path, engine=engine,

@@ -206,6 +206,7 @@ def trained_1998(tmp_path_factory, data_root):
     return model.eval(), path
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_predictions_identical_on_full_test_set(trained_1998, data_root):
     model, path = trained_1998
     ours = from_checkpoint(path)
@@ -262,6 +263,7 @@ def test_optimizer_steps_match_torch(name, config, opt_name, hyper):
         assert np.abs(ours.state_dict()[k] - want).max() <= 1e-6 * max(1.0, np.abs(want).max()), k
 
 
+@pytest.mark.slow
 def test_sdlm_curvature_matches_torch_and_steps_are_calibrated(data_root):
     """h_kk on the same 500 digits: 1e-9 in float64, 1e-3 in float32 (sums of 400k terms)."""
     x, _ = mnist(data_root, "train", 500)

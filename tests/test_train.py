@@ -72,6 +72,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "lenet5: error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_weights(data_root, tmp_path):
     train_straight_and_resumed(partial(cfg_for, data_root), tmp_path, preset="relu-maxpool",
                                limit_train=640, deterministic=True, distort=True,
@@ -85,6 +86,7 @@ def test_resume_gives_identical_weights(data_root, tmp_path):
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2]
 
 
+@pytest.mark.slow
 def test_nan_stops_with_clear_message_and_keeps_checkpoint(data_root, tmp_path):
     from lenet5.training.loop import TrainingDiverged
 
@@ -117,6 +119,7 @@ def test_metrics_match_direct_count():
     assert np.array(m["confusion_matrix"]).sum() == 500
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_summary(data_root, tmp_path, capsys):
     run = tmp_path / "cli"
     assert main(["train", "--preset", "relu-maxpool", "--epochs", "1", "--limit-train", "1000",

@@ -250,20 +250,14 @@ def build_modern(c: ModernConfig, dtype, rng: np.random.Generator) -> Model:
     ], "logits", dtype)
 
 
-BUILDERS = {
-    "lenet5-1998": (LeNet1998Config, build_1998),
-    "lenet5-modern": (ModernConfig, build_modern),
-}
-
-
 def build(name: str, config: dict | None = None, dtype=np.float32,
           seed: int | None = None) -> Model:
-    """A freshly initialised model from the torch model's name and config dict."""
-    if name not in BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(BUILDERS)}")
-    cls, make = BUILDERS[name]
-    cfg = cls(**(config or {}))
-    return make(cfg, np.dtype(dtype), np.random.default_rng(seed))
+    """A freshly initialised model from the torch model's name and config dict: the NumPy
+    builder the model registry names for it (:func:`lenet5.models.build_numpy`), a variant's
+    options applied and every option checked as for the torch model."""
+    from ..models import build_numpy
+
+    return build_numpy(name, config, dtype, seed)
 
 
 def from_checkpoint(path, dtype=np.float32) -> Model:

@@ -20,6 +20,7 @@ def cfg_for(data_root, out, **kw):
     return resolve_config(kw.pop("preset", None), overrides={**base, **kw})
 
 
+@pytest.mark.slow
 def test_numpy_engine_trains_saves_and_resumes(data_root, tmp_path):
     kw = dict(model="lenet5-1998", optimizer="adam", lr=3e-3, batch_size=16, limit_train=1000,
               eval_batch_size=2000)
@@ -39,6 +40,7 @@ def test_numpy_engine_trains_saves_and_resumes(data_root, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, extra", [
     ("batchnorm", dict(model_args={"activation": "relu", "pool": "max", "batchnorm": True,
                                    "dropout": 0.1})),
@@ -53,6 +55,7 @@ def test_numpy_engine_runs_presets(data_root, tmp_path, preset, extra):
     assert meta["optimizer"]["type"] == cfg.optimizer and opt
 
 
+@pytest.mark.slow
 def test_threads_setting_limits_numpy_blas_and_torch(data_root, tmp_path, monkeypatch):
     """``threads`` caps the BLAS pool the NumPy engine's matmuls run on, and torch, for the
     run only: inside every step both are at 1, afterwards both are back where they were."""
@@ -82,7 +85,7 @@ def test_threads_setting_limits_numpy_blas_and_torch(data_root, tmp_path, monkey
 
 def engine_for(data_root, engine: str, model: str, model_args: dict, **kw):
     from lenet5.models import make_config
-    from lenet5.training.loop import make_engine
+    from lenet5.training.engine import make_engine
 
     cfg = cfg_for(data_root, None, engine=engine, model=model, model_args=model_args,
                   batch_size=32, **kw)
@@ -155,6 +158,7 @@ def test_optimizer_state_resumes_in_the_other_engine(data_root, tmp_path, first,
         assert np.abs(g - v).max() <= 1e-3 * max(np.abs(v).max(), 1e-12), k
 
 
+@pytest.mark.slow
 def test_cli_train_and_evaluate_with_the_numpy_engine(data_root, tmp_path, capsys):
     """``lenet5 train --engine numpy`` then ``lenet5 evaluate RUN --engine numpy``: the NumPy
     engine's evaluation of all 10,000 test images equals PyTorch's on the same checkpoint,
@@ -181,6 +185,7 @@ def test_cli_train_and_evaluate_with_the_numpy_engine(data_root, tmp_path, capsy
     assert got["errors"] == ckpt.read_checkpoint(run)[2]["metrics"]["test_errors"]
 
 
+@pytest.mark.slow
 def test_train_resume_switches_engine(data_root, tmp_path):
     """Epoch 1 in PyTorch, ``--resume`` epoch 2 in NumPy == 2 epochs in PyTorch (Adam, 2
     steps an epoch, float32; 1e-5 of each tensor's largest weight)."""
