@@ -1,4 +1,4 @@
-"""``lenet5 serve``: the draw-a-digit page and prediction API (:mod:`lenet5.serve.server`)."""
+"""``lenet5 serve``: the draw-a-digit page and prediction API (:mod:`lenet5.serve.launch`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    from ..serve.server import serve
+    from ..serve.launch import serve
     from ..serve.timeouts import Timeouts
 
     timeouts = Timeouts(idle=args.idle_timeout, header=args.header_timeout, body=args.body_timeout)

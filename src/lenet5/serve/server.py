@@ -1,9 +1,8 @@
-"""Running the demo: which models to serve, the app with them loaded, and uvicorn around it.
+"""What a server process runs: its models, the app with them loaded, uvicorn's settings.
 
-``lenet5 serve`` (:mod:`lenet5.commands.serve`) only parses its flags and calls :func:`serve`.
-The listening socket is bound before anything is printed, so a port that is taken is a one-line
-error and never follows a banner with the URL. Every connection runs under the deadlines of
-:mod:`.timeouts`.
+Shared by the single process and every ``--workers`` process (:mod:`.launch` starts them):
+models load through the front door (:func:`lenet5.inference.load.load`), every connection runs
+under the deadlines of :mod:`.timeouts`, and :func:`bind` names the address in its error.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import gc
 import json
 import os
 import socket
-from dataclasses import asdict
 from functools import partial
-from pathlib import Path
 
 from .timeouts import DeadlineProtocol, Timeouts
 
@@ -82,44 +79,3 @@ def bind(host: str, port: int) -> socket.socket:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise OSError(f"cannot listen on {host}:{port}: {why}") from None
     return sock
-
-
-def serve(checkpoints: list[str], names: list[str], *, host: str, port: int, threads: int = 1,
-          workers: int = 1, log_level: str = "info", timeouts: Timeouts | None = None) -> int:
-    """Load the models, listen, print where, and serve until stopped; returns the exit status."""
-    import uvicorn
-
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    if threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {threads}")
-    timeouts = timeouts or Timeouts()
-    checkpoints = [str(Path(c).resolve()) for c in checkpoints]
-    url = f"http://{host}:{port}/"
-    if workers == 1:
-        app = build_app(checkpoints, names, threads)  # a bad checkpoint fails here, once
-        sock = bind(host, port)
-        print(f"lenet5 serve: {', '.join(app.state.models)} at {url}", flush=True)
-        config = uvicorn.Config(app, **uvicorn_options(timeouts, log_level))
-        uvicorn.Server(config).run(sockets=[sock])
-        return 0
-    # Several processes, each loading the models itself (a LeNet-5 is a quarter of a megabyte);
-    # loaded here once first, so that a bad checkpoint is one error, not one per worker.
-    models = list(build_app(checkpoints, names, threads).state.models)
-    gc.unfreeze()
-    from . import workers as pool
-
-    spec = {"checkpoints": checkpoints, "models": names, "threads": threads,
-            "timeouts": asdict(timeouts)}
-    banner = f"lenet5 serve: {', '.join(models)} at {url} ({workers} processes)"
-    if pool.balanced():
-        return pool.run(spec, host, port, workers, log_level, banner)
-    sock = bind(host, port)  # elsewhere: uvicorn's workers, one shared socket
-    os.environ[WORKER_ENV] = json.dumps(spec)
-    print(banner, flush=True)
-    config = uvicorn.Config("lenet5.serve.server:worker_app", factory=True, workers=workers,
-                            **uvicorn_options(timeouts, log_level))
-    from uvicorn.supervisors import Multiprocess
-
-    Multiprocess(config, sockets=[sock]).run()
-    return 0
