@@ -15,6 +15,7 @@ must be finite, and an integer is accepted where a float is expected. Standard l
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -39,6 +40,7 @@ class FieldError(ValueError):
     """A value a field does not accept; the message names the field and what it allows."""
 
 
+@functools.cache
 def hints(cls: type) -> dict[str, Any]:
     """Field name -> resolved type hint (the modules use ``from __future__ import annotations``)."""
     return typing.get_type_hints(cls)

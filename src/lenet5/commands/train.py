@@ -143,7 +143,7 @@ def resume_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
         if not Path(data_dir).expanduser().is_dir():
             raise ValueError(f"{run}: the run's data_dir {data_dir!r} is relative to where it "
                              f"was started and is not found from here; pass --data-dir")
-        saved["data_dir"] = str(Path(data_dir).expanduser().resolve())
+        saved["data_dir"] = os.path.abspath(os.path.expanduser(data_dir))
     saved.update({k: v for k, v in overrides.items() if k != "preset"}, resume=str(run))
     return saved
 
