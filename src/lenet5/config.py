@@ -98,8 +98,8 @@ class TrainConfig:
                                                    "model's, 0.1)")
     optimizer: Optimizer = setting("adam", help="optimiser; sdlm: the paper's stochastic "
                                                 "diagonal Levenberg-Marquardt")
-    lr: float = setting(1e-3, gt=0, le=100, help="learning rate (peak rate of a schedule; for "
-                                                 "sdlm the eta of pass 1)")
+    lr: float = setting(1e-3, gt=0, help="learning rate (peak rate of a schedule; for "
+                                         "sdlm the eta of pass 1)")
     momentum: float = setting(0.9, ge=0, lt=1, help="SGD momentum")
     nesterov: bool = setting(False, help="Nesterov momentum (SGD)")
     weight_decay: float = setting(0.0, ge=0, le=1, help="L2 weight decay (AdamW: decoupled)")
