@@ -50,12 +50,17 @@ def field_map(cls: type) -> dict[str, Field]:
     return {f.name: f for f in fields(cls)}
 
 
-def show(value: Any) -> str:
-    """A value as the user would type it (JSON: ``true``, ``"ten"``, ``[6, 16]``)."""
+def show(value: Any, limit: int = 80) -> str:
+    """A value as the user would type it (JSON: ``true``, ``"ten"``, ``[6, 16]``), shortened
+    to ``limit`` characters (an error line echoes it)."""
     try:
-        return json.dumps(value)
+        text = json.dumps(value)
     except (TypeError, ValueError):
-        return repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an integer of more than 4,300 digits
+            text = "a number too long to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- types
