@@ -292,3 +292,16 @@ def test_registry_errors():
         create_model("lenet6")
     with pytest.raises(ValueError, match="unknown model option"):
         create_model("lenet5-1998", colour=True)
+
+
+@pytest.mark.parametrize("spec, title, params", [
+    ("best", "lenet5-modern-bn (dropout 0.1) (preset best)", 61932),
+    ("relu-maxpool", "lenet5-modern (preset relu-maxpool)", 61706),
+    ("lenet5-modern-bn", "lenet5-modern-bn", 61932),
+])
+def test_summary_shows_what_a_preset_trains(capsys, spec, title, params):
+    from lenet5.cli import main
+
+    assert main(["summary", spec, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == title and sum(r["params"] for r in doc["layers"]) == params
