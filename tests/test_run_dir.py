@@ -48,6 +48,15 @@ def test_a_directory_in_use_is_refused_at_once_naming_the_holder(data_root, tmp_
     assert not run.exists()  # the lock's own directory, empty, is gone again
 
 
+def test_a_lock_left_by_a_killed_run_is_taken_over_and_removed_after(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("999999\n")  # its holder is gone, so is its flock
+    with RunLock(run):
+        assert (run / ".lock").read_text() == f"{os.getpid()}\n"
+    assert list(run.iterdir()) == []
+
+
 @pytest.mark.parametrize("held", ["checkpoint.safetensors", "metrics.jsonl"])
 def test_a_directory_holding_a_run_is_refused_without_overwrite(data_root, tmp_path, held,
                                                                capsys):
@@ -118,6 +127,8 @@ def test_finished_run_is_kept_unless_overwrite_and_resume_must_add_epochs(data_r
     train(cfg_for(data_root, run, epochs=1, overwrite=True), **QUIET)
     _, _, meta = ckpt.read_checkpoint(run)
     assert meta["epoch"] == 1 and len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == [  # the lock went with the run
+        "checkpoint.json", "checkpoint.safetensors", "config.json", "metrics.jsonl"]
 
 
 @pytest.mark.slow

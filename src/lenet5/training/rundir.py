@@ -1,8 +1,9 @@
 """The run directory: which one a run writes to, and that nothing in it is lost.
 
 - A run directory is written by one run at a time: the run holds an exclusive ``flock`` on
-  ``DIR/.lock`` from before it reads anything until it returns, and a second run into the same
-  directory stops at once, naming the directory and the process that holds it.
+  ``DIR/.lock`` from before it reads anything until it returns (then the file goes), and a
+  second run into the same directory stops at once, naming the directory and the process that
+  holds it.
 - A finished (or interrupted) run is never replaced by accident: a new run refuses a directory
   that holds a checkpoint or metrics, unless it is told ``--overwrite`` (then those files go
   first) or continues the run with ``--resume``.
@@ -49,12 +50,14 @@ def run_directory(resume: str | None, out: str | None, default: Path) -> Path:
 
 class RunLock:
     """``with RunLock(dir):`` holds ``dir/.lock`` exclusively (creating ``dir``), else raises
-    :class:`RunDirError` at once. The lock file keeps the holder's process id; the kernel
-    releases the lock when the holder exits, however it exits. A directory the lock created
-    and that holds nothing else afterwards (the run failed before writing) is removed again."""
+    :class:`RunDirError` at once. The lock file holds the holder's process id while it runs
+    and is removed when it is done; if the holder dies, the kernel releases the lock and the
+    next run takes it over. A directory the lock created and that is empty afterwards (the run
+    failed before writing anything) is removed again."""
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
+        self.path = self.dir / LOCK_NAME
         self.fd: int | None = None
         self.created = False
 
@@ -63,8 +66,10 @@ class RunLock:
             raise RunDirError(f"{self.dir} is a file, not a run directory")
         self.created = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is None:
+                break
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -73,17 +78,29 @@ class RunLock:
                 who = f" (pid {holder})" if holder.isdigit() else ""
                 raise RunDirError(f"{self.dir} is in use by another training run{who}; wait "
                                   "for it to finish or choose another --out") from None
+            if self._is_current(fd):
+                break
+            os.close(fd)  # its holder removed that file between our open and our lock: again
+        else:
+            raise RunDirError(f"{self.dir}: could not take {self.path.name}")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
         return self
 
+    def _is_current(self, fd: int) -> bool:
+        """The file we hold is still the one at ``self.path`` (not one removed meanwhile)."""
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
-            os.close(self.fd)  # releases the lock
+            self.path.unlink(missing_ok=True)  # while still holding it, then release it
+            os.close(self.fd)
             self.fd = None
-        if self.created and [p.name for p in self.dir.iterdir()] == [LOCK_NAME]:
-            (self.dir / LOCK_NAME).unlink(missing_ok=True)
+        if self.created and not any(self.dir.iterdir()):
             self.dir.rmdir()
 
 
