@@ -139,7 +139,8 @@ class Engine(ABC):
         average reads :meth:`live_state`); ``progress(step, totals)``: after every step (the
         progress bar and the divergence check; it may raise). An engine that runs a pass in
         one kernel overrides this, returns to it when ``step_lr`` or ``after_step`` is given,
-        and calls ``progress`` at least once, at the end.
+        and calls ``progress`` at least once: at the end, with the last step's index
+        (``len(loader) - 1``).
         """
         totals = PassTotals(0.0, 0, 0)
         for step, (x, y) in enumerate(loader):
