@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, load_average, machine_info, markdown_table, parse_sets, write_result
-from lenet5.checkpoint import load_model, versions
+from lenet5.checkpoint import versions
 from lenet5.config import resolve_config
 from lenet5.data.datasets import load_split
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.inference.evaluate import model_outputs
+from lenet5.inference.load import load
 from lenet5.training.loop import cpu_threads, train
 
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     probs = []
     with cpu_threads(args.threads):
         for r in runs:
-            model, meta = load_model(r["run_dir"])
+            loaded = load(r["run_dir"])
+            model, meta = loaded.model, loaded.meta
             norm = Normalization(**meta["normalization"])
             pr = torch.softmax(model_outputs(model, norm(x), 1000), 1)
             probs.append(pr)

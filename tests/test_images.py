@@ -27,7 +27,7 @@ def digits(data_root):
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor.from_checkpoint(bundled_checkpoint()[1], "modern")
+    return Predictor.load(bundled_checkpoint()[1], name="modern")
 
 
 def encoded(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -40,7 +40,7 @@ def _one_torch_thread(_torch_threads):
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor.from_checkpoint(bundled_checkpoint()[1], "bn")
+    return Predictor.load(bundled_checkpoint()[1], name="bn")
 
 
 @pytest.fixture(scope="module")

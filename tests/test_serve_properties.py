@@ -28,7 +28,7 @@ SETTINGS = settings(max_examples=60, deadline=None,
 @pytest.fixture(scope="module")
 def client():
     torch.set_num_threads(1)
-    with TestClient(create_app(Predictor.from_checkpoint(bundled_checkpoint()[1], "bn"))) as c:
+    with TestClient(create_app(Predictor.load(bundled_checkpoint()[1], name="bn"))) as c:
         yield c
 
 

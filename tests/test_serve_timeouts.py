@@ -29,7 +29,7 @@ PIXELS = ('{"pixels": ' + str(np.eye(28)[::-1].tolist()) + ', "preprocess": true
 @pytest.fixture(scope="module")
 def server():
     torch.set_num_threads(1)
-    app = create_app(Predictor.from_checkpoint(bundled_checkpoint()[1], "bn"))
+    app = create_app(Predictor.load(bundled_checkpoint()[1], name="bn"))
     sock = bind("127.0.0.1", 0)
     srv = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(LIMITS, "warning")))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)

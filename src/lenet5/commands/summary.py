@@ -42,9 +42,10 @@ def resolve_model(spec: str):
         options = preset.get("model_args", {})
         return (f"{label(preset['model'], options)} (preset {spec})",
                 create_model(preset["model"], **options))
-    from ..checkpoint import load_model
+    from ..inference.load import load
 
-    model, meta = load_model(spec)
+    loaded = load(spec)
+    model, meta = loaded.model, loaded.meta
     return f"{meta['model']} ({spec})", model
 
 

@@ -63,16 +63,6 @@ class Predictor:
         """From what :func:`lenet5.inference.load.load` returned."""
         return cls(loaded.model, loaded.meta, name or loaded.name, loaded.engine)
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, name: str | None = None) -> Predictor:
-        """Deprecated: ``Predictor.load(path, name=name)``."""
-        return cls.load(path, name=name)
-
-    @classmethod
-    def bundled(cls, name: str | None = None) -> Predictor:
-        """Deprecated: ``Predictor.load(name)``."""
-        return cls.load(name)
-
     def _input(self, x: np.ndarray) -> np.ndarray:
         """``(N, 1, 32, 32)`` float32: the digits padded by the paper's 2 pixels, normalised."""
         from ..data.transforms import PAD
