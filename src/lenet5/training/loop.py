@@ -108,7 +108,7 @@ class Run:
 
 def read_resume(cfg: TrainConfig, run_dir: Path) -> Resumed:
     """The checkpoint in ``run_dir``, checked against ``cfg`` before any work is done."""
-    state, opt_tensors, meta = ckpt.read_checkpoint(run_dir)
+    state, opt_tensors, meta = ckpt.read_checkpoint(run_dir, purpose="resume")
     opt_tensors, live_state, ema_steps = WeightAverage.split(opt_tensors)
     if meta["model"] != cfg.model:
         raise ValueError(f"--resume: checkpoint holds {meta['model']}, not {cfg.model}")
