@@ -10,7 +10,7 @@ import torch
 
 from lenet5 import checkpoint as ckpt
 from lenet5.config import resolve_config
-from lenet5.scratch import from_checkpoint
+from lenet5.inference.load import load
 from lenet5.training.loop import train
 from tests.train_support import train_straight_and_resumed
 
@@ -32,11 +32,11 @@ def test_numpy_engine_trains_saves_and_resumes(data_root, tmp_path):
     for k, v in straight.items():
         np.testing.assert_array_equal(split[k], v, err_msg=k)
     # The weights use torch's names and layouts: the PyTorch model loads them as they are.
-    model, _ = ckpt.load_model(tmp_path / "straight")
+    model = load(tmp_path / "straight").model
     x = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = model(x).numpy()
-    got = from_checkpoint(tmp_path / "straight").forward(x.numpy())
+    got = load(tmp_path / "straight", engine="numpy").model.forward(x.numpy())
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from lenet5.checkpoint import save_checkpoint
+from lenet5.inference.load import load
 from lenet5.models import create_model, get_entry
 from lenet5.models import lenet5_1998 as T
-from lenet5.scratch import build, from_checkpoint
+from lenet5.scratch import build
 from lenet5.scratch import losses as NL
 from lenet5.scratch import model as M
 from lenet5.scratch import optim as NO
@@ -209,7 +210,7 @@ def trained_1998(tmp_path_factory, data_root):
 @pytest.mark.slow
 def test_trained_checkpoint_predictions_identical_on_full_test_set(trained_1998, data_root):
     model, path = trained_1998
-    ours = from_checkpoint(path)
+    ours = load(path, engine="numpy").model
     x, y = mnist(data_root, "test")
     with torch.no_grad():
         want = torch.cat([model.scores(model(torch.from_numpy(x[i : i + 1000]))).argmax(1)

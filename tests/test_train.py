@@ -12,6 +12,7 @@ from lenet5 import checkpoint as ckpt
 from lenet5.cli import main
 from lenet5.config import resolve_config
 from lenet5.inference.evaluate import classification_metrics
+from lenet5.inference.load import load
 from lenet5.training.loop import train
 from tests.train_support import train_straight_and_resumed
 
@@ -59,7 +60,7 @@ def test_checkpoint_is_self_describing_and_atomic(data_root, tmp_path):
     assert meta["epoch"] == 1 and "torch" in meta["versions"] and meta["train_config"]["epochs"] == 1
     assert "c1.1.running_mean" in state and opt  # buffers and optimiser state both saved
     assert not list((tmp_path / "run").glob(".*.tmp"))
-    model, _ = ckpt.load_model(tmp_path / "run")
+    model = load(tmp_path / "run").model
     assert sum(p.numel() for p in model.parameters()) == 61932
 
 

@@ -37,6 +37,10 @@ import numpy as np
 
 FORMAT = "lenet5-checkpoint/1"
 OPT_PREFIX = "optimizer/"
+# A weight average (training/ema.py) keeps, among the optimiser tensors, the live weights under
+# this prefix and its step count under this key.
+LIVE_PREFIX = "ema_live."
+COUNT_KEY = "ema_steps"
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
@@ -361,7 +365,6 @@ def _check_header(header: dict[str, tuple[str, tuple[int, ...]]], meta: dict, pu
 def _check_optimizer_header(header: dict, want: dict) -> None:
     """Optimiser buffers are named ``<parameter>.<buffer>`` with the parameter's shape; an
     averaged run also keeps its live weights (``ema_live.<name>``) and a step count."""
-    from .training.ema import COUNT_KEY, LIVE_PREFIX
 
     for key, (code, shape) in header.items():
         if not key.startswith(OPT_PREFIX):
@@ -445,14 +448,6 @@ def _parse_meta(metadata: dict) -> Any:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def load_model(path: str | Path, device: str = "cpu"):
-    """Deprecated: use :func:`lenet5.inference.load.load`. ``(model, meta)``, in eval mode."""
-    from .inference.load import load
-
-    loaded = load(path, device=device)
-    return loaded.model, loaded.meta
 
 
 def _json_default(o: Any):

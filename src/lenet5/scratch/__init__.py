@@ -6,6 +6,6 @@ assembles LeNet-5 (1998) and the modern variant with the torch models' parameter
 weights and checkpoints move between the engines unchanged.
 """
 
-from .model import Model, build, from_checkpoint
+from .model import Model, build
 
-__all__ = ["Model", "build", "from_checkpoint"]
+__all__ = ["Model", "build"]

@@ -258,13 +258,3 @@ def build(name: str, config: dict | None = None, dtype=np.float32,
     from ..models import build_numpy
 
     return build_numpy(name, config, dtype, seed)
-
-
-def from_checkpoint(path, dtype=np.float32) -> Model:
-    """The model a ``lenet5`` checkpoint describes, with its weights, in eval mode."""
-    from ..checkpoint import read_checkpoint
-
-    state, _, meta = read_checkpoint(path)
-    model = build(meta["model"], meta.get("model_config", {}), dtype)
-    model.load_state_dict(state)
-    return model.train(False)

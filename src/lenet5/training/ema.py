@@ -17,10 +17,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..checkpoint import COUNT_KEY, LIVE_PREFIX
 from ..checkpoint import to_numpy as _numpy
-
-LIVE_PREFIX = "ema_live."  # live weights' keys among a checkpoint's optimiser tensors
-COUNT_KEY = "ema_steps"
 
 
 class WeightAverage:

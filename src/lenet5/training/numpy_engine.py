@@ -4,7 +4,7 @@ interface (:class:`lenet5.training.engine.Engine`).
 The data pipeline (batches arrive as torch tensors and leave as NumPy arrays), the learning-rate
 schedules, metrics and checkpoints are the loop's, shared with PyTorch. Training and evaluation
 compute in NumPy alone, criterion included. The checkpoint's weights use the torch names and
-layouts, so either engine (or ``lenet5.checkpoint.load_model``) can read them, and the optimiser
+layouts, so either engine (or ``lenet5.inference.load.load``) can read them, and the optimiser
 state uses the layout of :mod:`lenet5.training.optim_state`, so a run started by either engine
 resumes in the other.
 """
