@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from lenet5.checkpoint import save_checkpoint
+from lenet5.data.transforms import Normalization
 from lenet5.inference.load import load
 from lenet5.models import create_model, get_entry
 from lenet5.models import lenet5_1998 as T
@@ -202,7 +203,8 @@ def trained_1998(tmp_path_factory, data_root):
         opt.zero_grad()
         loss_fn(model(xt[idx]), yt[idx]).backward()
         opt.step()
-    meta = {"model": "lenet5-1998", "model_config": model.config.to_dict()}
+    meta = {"model": "lenet5-1998", "model_config": model.config.to_dict(), "head": "rbf",
+            "normalization": Normalization.make("paper", "mnist").to_dict()}
     path = save_checkpoint(tmp_path_factory.mktemp("ckpt"), model.state_dict(), meta)
     return model.eval(), path
 
