@@ -80,6 +80,7 @@ def exported(request, tmp_path_factory, one_thread):
     return checkpoint, export_onnx(checkpoint, run_dir / "model.onnx")
 
 
+@pytest.mark.slow  # trains two models briefly (about 30 s here)
 def test_onnxruntime_matches_pytorch_on_mnist(exported):
     checkpoint, onnx_path = exported
     loaded = load(checkpoint)
@@ -97,6 +98,7 @@ def test_onnxruntime_matches_pytorch_on_mnist(exported):
     assert (ours == y).float().mean() > 0.5  # a trained model, not a trivially agreeing one
 
 
+@pytest.mark.slow
 def test_dynamic_batch_and_metadata(exported):
     checkpoint, onnx_path = exported
     _, _, meta = ckpt.read_checkpoint(checkpoint)
