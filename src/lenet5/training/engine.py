@@ -222,7 +222,7 @@ class Engine(ABC):
 ENGINES: dict[str, tuple[str, str]] = {
     "torch": ("lenet5.training.torch_engine", "TorchEngine"),
     "numpy": ("lenet5.training.numpy_engine", "NumpyEngine"),
-    "compiled": ("lenet5.compiled.engine", "CompiledEngine"),
+    "compiled": ("lenet5.training.compiled_engine", "CompiledEngine"),
 }
 
 

@@ -1,0 +1,169 @@
+"""Vectorised dot products for kernels compiled with ``fastmath=False``.
+
+Without fast-math LLVM may not reassociate a floating-point sum, so it never vectorises a
+reduction such as ``s += a[i] * b[i]``: every dot product of the engine (the weight gradients
+of C1 and C3, the C5 and F6 matrix-vector products) would run at one multiply-add per cycle.
+These intrinsics spell the reassociation out instead: vector accumulators of one 256-bit
+register each (8 float32 or 4 float64 lanes) run over the arrays, a scalar loop takes the rest,
+and the lanes are added in a fixed tree (halves, then quarters ...). The order is fixed by the
+code, not chosen by the compiler, so results are the same from run to run.
+
+- :func:`vdot` ``(a, i, b, j, n)``: ``sum(a[i:i+n] * b[j:j+n])``.
+- :func:`vdot5` ``(a, i, b, j, n)``: the five dot products of ``a[i:i+n]`` with ``b[j+s:j+s+n]``,
+  ``s = 0..4``: one row of a 5x5 convolution's weight gradient, each load of ``b`` used once
+  per shift and each load of ``a`` five times.
+- :func:`vdot5x2` ``(a, c, i, b, j, n)``: :func:`vdot5` for two first operands ``a`` and ``c``
+  at once (two output maps reading one input map), ten sums.
+- :func:`vsum` ``(a, i, n)``: ``sum(a[i:i+n])`` (bias gradients).
+
+Element-wise loops (``y[i] += w * x[i]``) need nothing of the kind: LLVM vectorises them as
+they are when their length is not a compile-time constant (a short constant loop is unrolled
+instead, and Numba leaves the SLP vectoriser off), so the kernels take lengths from shapes.
+No bounds checks here: callers keep every range inside its array.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+REGISTER_BYTES = 32  # one AVX2 register; on narrower machines LLVM splits each vector
+
+
+def _is_vector(t) -> bool:
+    return (isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+            and t.dtype in (types.float32, types.float64))
+
+
+def _emit_dots(context, builder, dtype, firsts, second, n, shifts, unroll):
+    """LLVM IR for ``[sum(a[:n] * b[s:s+n]) for a in firsts for s in shifts]`` (pointers), or
+    ``sum(a[:n])`` when ``second`` is None."""
+    ftype = context.get_value_type(dtype)
+    itemsize = dtype.bitwidth // 8
+    lanes = REGISTER_BYTES // itemsize
+    vtype = ir.VectorType(ftype, lanes)
+    intp = context.get_value_type(types.intp)
+
+    def const(v):
+        return ir.Constant(intp, v)
+
+    def vload(ptr, i):
+        return builder.load(builder.bitcast(builder.gep(ptr, [i]), vtype.as_pointer()),
+                            align=itemsize)
+
+    zero = ir.Constant(vtype, [0.0] * lanes)
+    pairs = [(a, s) for a in firsts for s in shifts]
+    accs = [[cgutils.alloca_once_value(builder, zero) for _ in pairs] for _ in range(unroll)]
+
+    def accumulate(i, row):
+        va = {a: vload(a, i) for a in firsts}
+        vb = {} if second is None else {s: vload(second, builder.add(i, const(s))) for s in shifts}
+        for (a, s), acc in zip(pairs, row):
+            term = va[a] if second is None else builder.fmul(va[a], vb[s])
+            builder.store(builder.fadd(builder.load(acc), term), acc)
+
+    block = lanes * unroll
+    n_blocks = builder.sdiv(n, const(block))
+    with cgutils.for_range(builder, n_blocks, intp=intp) as loop:  # `unroll` vectors a step
+        base = builder.mul(loop.index, const(block))
+        for u in range(unroll):
+            accumulate(builder.add(base, const(u * lanes)), accs[u])
+    done = builder.mul(n_blocks, const(block))
+    if unroll > 1:  # then single vectors
+        n_vec = builder.sdiv(builder.sub(n, done), const(lanes))
+        with cgutils.for_range(builder, n_vec, intp=intp) as loop:
+            accumulate(builder.add(done, builder.mul(loop.index, const(lanes))), accs[0])
+        done = builder.add(done, builder.mul(n_vec, const(lanes)))
+    totals = []
+    for k, (a, s) in enumerate(pairs):  # the fixed tree: accumulators pairwise, then halves
+        vals = [builder.load(accs[u][k]) for u in range(unroll)]
+        while len(vals) > 1:
+            vals = [builder.fadd(vals[m], vals[m + 1]) for m in range(0, len(vals), 2)]
+        v, width = vals[0], lanes
+        while width > 1:
+            width //= 2
+            idx = ir.VectorType(ir.IntType(32), width)
+            lo = builder.shuffle_vector(v, v, ir.Constant(idx, list(range(width))))
+            hi = builder.shuffle_vector(v, v, ir.Constant(idx, list(range(width, 2 * width))))
+            v = builder.fadd(lo, hi)
+        total = cgutils.alloca_once_value(builder, builder.extract_element(v, const(0)))
+        with cgutils.for_range(builder, builder.sub(n, done), intp=intp) as loop:  # the tail
+            i = builder.add(done, loop.index)
+            x = builder.load(builder.gep(a, [i]))
+            if second is not None:
+                x = builder.fmul(x, builder.load(builder.gep(second, [builder.add(i, const(s))])))
+            builder.store(builder.fadd(builder.load(total), x), total)
+        totals.append(builder.load(total))
+    return totals
+
+
+def _pointer(context, builder, arrtype, arr, offset):
+    return builder.gep(context.make_array(arrtype)(context, builder, arr).data, [offset])
+
+
+@intrinsic
+def vdot(typingctx, a, a_off, b, b_off, n):
+    """``sum(a[a_off:a_off+n] * b[b_off:b_off+n])``, contiguous 1-D float arrays of one dtype."""
+    if not (_is_vector(a) and _is_vector(b) and a.dtype == b.dtype):
+        return None
+    sig = a.dtype(a, types.intp, b, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ta, _, tb, _, _ = signature.args
+        pa = _pointer(context, builder, ta, args[0], args[1])
+        pb = _pointer(context, builder, tb, args[2], args[3])
+        return _emit_dots(context, builder, ta.dtype, [pa], pb, args[4], (0,), 4)[0]
+
+    return sig, codegen
+
+
+@intrinsic
+def vdot5(typingctx, a, a_off, b, b_off, n):
+    """``(sum(a[a_off:+n] * b[b_off+s:+n]) for s in 0..4)``: five dot products at shifts 0-4."""
+    if not (_is_vector(a) and _is_vector(b) and a.dtype == b.dtype):
+        return None
+    sig = types.UniTuple(a.dtype, 5)(a, types.intp, b, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ta, _, tb, _, _ = signature.args
+        pa = _pointer(context, builder, ta, args[0], args[1])
+        pb = _pointer(context, builder, tb, args[2], args[3])
+        values = _emit_dots(context, builder, ta.dtype, [pa], pb, args[4], (0, 1, 2, 3, 4), 1)
+        return context.make_tuple(builder, signature.return_type, values)
+
+    return sig, codegen
+
+
+@intrinsic
+def vdot5x2(typingctx, a, c, a_off, b, b_off, n):
+    """:func:`vdot5` of ``a`` and of ``c`` (same offset) against one ``b``: ten sums."""
+    if not (_is_vector(a) and _is_vector(b) and a == c and a.dtype == b.dtype):
+        return None
+    sig = types.UniTuple(a.dtype, 10)(a, c, types.intp, b, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ta, tc, _, tb, _, _ = signature.args
+        pa = _pointer(context, builder, ta, args[0], args[2])
+        pc = _pointer(context, builder, tc, args[1], args[2])
+        pb = _pointer(context, builder, tb, args[3], args[4])
+        values = _emit_dots(context, builder, ta.dtype, [pa, pc], pb, args[5], (0, 1, 2, 3, 4), 1)
+        return context.make_tuple(builder, signature.return_type, values)
+
+    return sig, codegen
+
+
+@intrinsic
+def vsum(typingctx, a, a_off, n):
+    """``sum(a[a_off:a_off+n])`` for a contiguous 1-D float array."""
+    if not _is_vector(a):
+        return None
+    sig = a.dtype(a, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ta = signature.args[0]
+        pa = _pointer(context, builder, ta, args[0], args[1])
+        return _emit_dots(context, builder, ta.dtype, [pa], None, args[2], (0,), 4)[0]
+
+    return sig, codegen

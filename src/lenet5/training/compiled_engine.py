@@ -1,0 +1,132 @@
+"""``CompiledEngine``: ``lenet5 train --engine compiled``, :mod:`lenet5.compiled` behind the engine
+interface (:class:`lenet5.training.engine.Engine`).
+
+The NumPy engine's semantics (:mod:`lenet5.scratch`: same initial weights from ``cfg.seed``, same
+criteria and update rules, same state names and optimiser-state layout, so checkpoints move
+between all engines) at compiled speed. A pass runs in one compiled call
+(:meth:`CompiledModel.train_pass`): the loader's order, batch size, normalisation and
+distortion ranges go in, the totals come out, with no Python per step. Per-step rates (a
+schedule that moves within a pass) go in as one rate per update. Only a per-step hook (the
+weight average reads the weights after every update) needs the default loop of
+:meth:`train_step` calls.
+
+Distortions are drawn by Numba's generator from ``(seed, epoch)``: the same family and ranges
+as the loader's, not the same numbers (a run is reproducible within this engine). Dropout
+masks likewise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..compiled.model import CompiledModel, seed_dropout
+from ..compiled.optim import make_optimizer
+from ..config import TrainConfig
+from ..data.loader import TensorLoader
+from ..data.transforms import Normalization
+from ..scratch import losses as np_losses
+from ..scratch.optim import estimate_curvature
+from .engine import Engine, PassTotals, Progress, StepLr
+
+
+def pass_seed(seed: int, epoch: int) -> int:
+    """The generator's seed for pass ``epoch`` of a run seeded ``seed`` (32 bits)."""
+    return (seed * 1_000_003 + epoch) % 2**32
+
+
+class CompiledEngine(Engine):
+    """Model + loss + optimiser compiled with Numba (float32, one process, CPU)."""
+
+    name, label = "compiled", "compiled (Numba)"
+
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | None = None,
+                 ddp: bool = False):
+        super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
+        self.model = CompiledModel(cfg.model, model_config, np.float32, seed=cfg.seed)
+        c = self.criterion
+        self.loss_fn = np_losses.make_loss(c.loss, c.map_j, c.label_smoothing)
+        self.eval_loss_fn = np_losses.make_loss(c.loss, c.map_j, grad=False)
+        self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum,
+                                        cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
+
+    # -- training
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.lr = lr
+
+    def begin_epoch(self, epoch: int, loader: TensorLoader) -> None:
+        seed_dropout(pass_seed(self.cfg.seed, epoch))  # for train_step; a pass reseeds itself
+        super().begin_epoch(epoch, loader)
+
+    def set_curvature(self, x: torch.Tensor) -> None:
+        self.optimizer.set_curvature(estimate_curvature(self.model, x.cpu().numpy()))
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One update; returns (loss summed over the batch, misclassified count)."""
+        target = y.cpu().numpy().astype(np.int64)
+        out = self.model.forward(x.cpu().numpy(), train=True)  # (B, 10)
+        loss, dout = self.loss_fn(out, target)
+        self.optimizer.step(self.model.backward(dout))
+        errors = int((self.scores(out).argmax(1) != target).sum())
+        return loss * len(target), errors
+
+    def train_epoch(self, loader: TensorLoader, step_lr: StepLr | None = None,
+                    after_step=None, progress: Progress | None = None) -> PassTotals:
+        """The whole pass in one compiled call, unless a hook must run after every step."""
+        if after_step is not None or loader.world_size != 1:
+            return super().train_epoch(loader, step_lr, after_step, progress)
+        steps = len(loader)
+        order = loader.order().cpu().numpy()[: steps * loader.batch_size]
+        lrs = self.optimizer.lr if step_lr is None else np.array([step_lr(i) for i in range(steps)])
+        c = self.criterion
+        loss, errors, _ = self.model.train_pass(
+            loader.images.cpu().numpy(), loader.labels.cpu().numpy(), order, self.optimizer, lrs,
+            batch_size=loader.batch_size, loss=c.loss, map_j=c.map_j,
+            label_smoothing=c.label_smoothing, normalization=loader.normalization,
+            distortion=loader.distortion, seed=pass_seed(loader.seed, loader.epoch))
+        if step_lr is not None:
+            self.set_lr(float(lrs[-1]))
+        totals = PassTotals(loss, errors, len(order))
+        if progress is not None:
+            progress(steps - 1, totals)
+        return totals
+
+    # -- evaluation
+    def outputs(self, x: torch.Tensor) -> np.ndarray:
+        """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
+        return self.model.forward(x.cpu().numpy(), train=False)
+
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        out = self.outputs(x)
+        target = y.cpu().numpy().astype(np.int64)
+        loss, _ = self.eval_loss_fn(out, target)
+        return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, norm: Normalization, batch_size: int,
+                 rank: int = 0, world: int = 1) -> dict:
+        """A whole split in one compiled call (normalisation included)."""
+        if world != 1:
+            return super().evaluate(x, y, norm, batch_size, rank, world)
+        out = self.model.evaluate_images(x.cpu().numpy(), normalization=norm,
+                                         batch_size=batch_size)
+        target = y.cpu().numpy().astype(np.int64)
+        loss, _ = self.eval_loss_fn(out, target)
+        errors = int((self.scores(out).argmax(1) != target).sum())
+        count = len(target)
+        return {"loss": float(loss), "errors": errors, "error": errors / count, "count": count}
+
+    # -- state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.model.state_dict()
+
+    def live_state(self) -> dict[str, np.ndarray]:
+        return self.model.live_state()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.model.load_state_dict(state)
+
+    def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
+        self.optimizer.load_state_dict(tensors, meta)

@@ -1,0 +1,389 @@
+"""The compiled engine (``lenet5.compiled``) against the NumPy engine (``lenet5.scratch``).
+
+Both start from the same weights (the compiled model copies ``scratch.build``'s). On real MNIST
+batches, in float64 the outputs, every parameter's gradient and the Gauss-Newton diagonal agree
+to 1e-10 (relative to the largest value), in float32 to 1e-5, for LeNet-5 (1998) and the modern
+variants. A whole compiled pass (batch 1, SGD and SDLM; batch 8 for the modern model) ends at
+the same weights as the same steps taken one by one with the NumPy engine. The compiled
+distortion matches torch's ``apply_affine`` given the same parameters. A slow test trains one
+pass of the paper's recipe on 10,000 images and checks the test accuracy.
+
+The first run compiles the kernels (minutes); Numba caches them, later runs take seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from lenet5.compiled import build, make_optimizer, seed_dropout
+from lenet5.compiled import inputs as CI
+from lenet5.scratch import build as np_build
+from lenet5.scratch import losses as NL
+from lenet5.scratch import optim as NO
+from lenet5.scratch.layers import Dropout
+
+SHIFT, SCALE = 0.1 / 1.275, 1.275  # the paper's normalisation: background -0.1, ink 1.175
+VARIANTS = [
+    ("lenet5-1998", {}),
+    ("lenet5-1998", {"subsample": "sum", "init": "fanin", "init_bias": "zero"}),
+    ("lenet5-modern", {}),
+    ("lenet5-modern", {"activation": "tanh", "pool": "avg"}),
+    ("lenet5-modern", {"batchnorm": True}),
+]
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The NumPy references and torch on one thread: on a small machine their thread pools
+    (OpenBLAS, torch's OpenMP) otherwise spin against each other and Numba."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    from lenet5.data import load_split
+
+    train = load_split("mnist", "train", data_root, download=False)
+    test = load_split("mnist", "test", data_root, download=False)
+    return train[0], train[1].astype(np.int64), test[0], test[1].astype(np.int64)
+
+
+def normalise(images: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """``(N, 28, 28) uint8 -> (N, 1, 32, 32)``: /255, padded with 0, then (u - shift) * scale."""
+    u = np.zeros((len(images), 1, 32, 32), dtype)
+    u[:, 0, 2:30, 2:30] = images.astype(dtype) / dtype(255)
+    return (u - dtype(SHIFT)) * dtype(SCALE)
+
+
+def rel(got: np.ndarray, want: np.ndarray) -> float:
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def pair(name: str, config: dict, dtype, seed: int = 0):
+    return build(name, config, dtype, seed), np_build(name, config, dtype, seed)
+
+
+# ---------------------------------------------------------------- one batch
+
+
+def test_state_dict_and_init_match_numpy():
+    for name, config in VARIANTS:
+        ours, ref = pair(name, config, np.float32, seed=5)
+        got, want = ours.state_dict(), ref.state_dict()
+        assert list(got) == list(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+        assert list(ours.params()) == list(ref.params())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, config", VARIANTS)
+def test_forward_backward_match_numpy(mnist, name, config, dtype):
+    images, labels = mnist[0][:12], mnist[1][:12]
+    x = normalise(images, dtype)
+    ours, ref = pair(name, config, dtype, seed=1)
+    want = ref.forward(x, train=True)
+    got = ours.forward(x, train=True)
+    assert got.dtype == dtype
+    assert rel(got, want) <= TOL[dtype]
+    loss = NL.map_loss if ref.head == "rbf" else NL.cross_entropy
+    _, dout = loss(want, labels)
+    want_g, got_g = ref.backward(dout), ours.backward(dout)
+    for k in want_g:
+        assert rel(got_g[k], want_g[k]) <= TOL[dtype], k
+    for k, v in ref.state_dict().items():  # batch-norm running statistics
+        assert rel(ours.state_dict()[k].astype(np.float64), v.astype(np.float64)) <= TOL[dtype], k
+    assert rel(ours.forward(x), ref.forward(x)) <= TOL[dtype]  # eval mode
+    assert rel(ours.evaluate_images(images, normalization=(SHIFT, SCALE)), ref.forward(x)) <= (
+        TOL[dtype] if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, config", VARIANTS[:2])
+def test_gauss_newton_diagonal_matches_numpy(mnist, name, config, dtype):
+    images = mnist[0][100:116]
+    x = normalise(images, dtype)
+    ours, ref = pair(name, config, dtype, seed=2)
+    want, got = ref.gauss_newton_diagonal(x), ours.gauss_newton_diagonal(x)
+    for k in want:
+        assert rel(got[k], want[k]) <= TOL[dtype], k
+    mean_want = NO.estimate_curvature(ref, x)
+    mean_got = ours.curvature(images, np.arange(len(images)), (SHIFT, SCALE))
+    for k in mean_want:
+        assert rel(mean_got[k], mean_want[k]) <= TOL[dtype], k
+
+
+def test_modern_dropout_masks_are_applied_like_numpy(mnist):
+    """Train-mode dropout: with the compiled pass's masks put into the NumPy model, outputs
+    and gradients agree; about half the units are dropped and the rest scaled by 2."""
+    images, labels = mnist[0][:16], mnist[1][:16]
+    x = normalise(images)
+    ours, ref = pair("lenet5-modern", {"dropout": 0.5}, np.float64, seed=3)
+    seed_dropout(7)
+    got = ours.forward(x, train=True)
+    w = ours._work
+    masks = iter([w.m5[:16].T.copy(), w.m6[:16].T.copy()])
+    for _, layer in ref.layers:
+        if isinstance(layer, Dropout):
+            mask = next(masks)
+            assert set(np.unique(mask)) <= {0.0, 2.0} and 0.3 < (mask == 0).mean() < 0.7
+
+            def fixed(h, layer=layer, mask=mask):
+                layer.mask = mask
+                return h * mask
+
+            layer.forward = fixed
+    want = ref.forward(x, train=True)
+    assert rel(got, want) <= 1e-10
+    _, dout = NL.cross_entropy(want, labels)
+    want_g, got_g = ref.backward(dout), ours.backward(dout)
+    for k in want_g:
+        assert rel(got_g[k], want_g[k]) <= 1e-10, k
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def test_normalisation_and_padding_match_the_data_pipeline(mnist):
+    from lenet5.data.transforms import Normalization, to_unit
+
+    images = mnist[0][:20]
+    want = Normalization.make("paper")(to_unit(images)).numpy()  # float32, as the loader
+    ours = build("lenet5-1998", {}, np.float32, seed=0)
+    out = np.zeros((20, 32 * 32), np.float32)
+    tmp = np.zeros(32 * 32, np.float32)
+    for i in range(20):
+        CI.load_pattern(images, i, 255.0, SHIFT, SCALE, np.zeros(0), tmp, out[i])
+    assert np.abs(out.reshape(want.shape) - want).max() <= 1e-6
+    assert ours.evaluate_images(images).shape == (20, 10)
+
+
+@pytest.mark.parametrize("params", [
+    dict(tx=1.5, ty=-2.0, scale=1.1, squeeze=0.0, shear=0.0, rotate=0.0),
+    dict(tx=0.3, ty=0.7, scale=0.92, squeeze=0.08, shear=-0.15, rotate=0.0),
+    dict(tx=-1.2, ty=0.4, scale=1.05, squeeze=-0.05, shear=0.2, rotate=12.0),
+])
+def test_warp_matches_torch_affine(mnist, params):
+    import torch
+
+    from lenet5.data.transforms import apply_affine, to_unit
+
+    unit = to_unit(mnist[0][7:8])  # (1, 1, 32, 32) in [0, 1]
+    want = apply_affine(unit.double(), {k: torch.tensor([v]) for k, v in params.items()})
+    src = np.zeros(CI.TMP_SIZE)
+    box = CI.unit_image(mnist[0][7:8], 0, 255.0, src, CI.BORDER)
+    got = np.zeros(32 * 32)
+    p = params
+    CI.warp(src, box, p["tx"], p["ty"], p["scale"], p["squeeze"], p["shear"], p["rotate"], got)
+    assert np.abs(got - want.numpy().ravel()).max() <= 1e-5  # torch builds theta in float32
+
+
+def test_distorted_pass_is_seeded_and_changes_the_steps(mnist):
+    images, labels = mnist[0], mnist[1]
+    order = np.arange(64)
+    results = []
+    for seed, distortion in ((0, (2.0, 0.1, 0.1, 0.2, 5.0)), (0, (2.0, 0.1, 0.1, 0.2, 5.0)),
+                             (1, (2.0, 0.1, 0.1, 0.2, 5.0)), (0, None)):
+        model = build("lenet5-1998", {}, np.float32, seed=0)
+        opt = make_optimizer(model, "sgd", 0.01, momentum=0.0)
+        loss, _, k = model.train_pass(images, labels, order, opt, distortion=distortion, seed=seed)
+        assert k == 64
+        results.append((loss, model.theta.copy()))
+    assert np.array_equal(results[0][1], results[1][1])
+    assert not np.array_equal(results[0][1], results[2][1])
+    assert not np.array_equal(results[0][1], results[3][1])
+
+
+# ---------------------------------------------------------------- whole passes
+
+
+def numpy_steps(ref, opt, x, labels, order, batch, loss_fn, lr):
+    """The NumPy engine's loop: forward, loss, backward, step, for each batch of ``order``."""
+    total, errors = 0.0, 0
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        out = ref.forward(x[idx], train=True)
+        loss, dout = loss_fn(out, labels[idx])
+        opt.lr = lr
+        opt.step(ref.backward(dout))
+        total += loss * len(idx)
+        errors += int((ref.scores(out).argmax(1) != labels[idx]).sum())
+    return total, errors
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sdlm", "adam"])
+def test_pass_1998_equals_numpy_steps(mnist, optimizer):
+    images, labels = mnist[0][:300], mnist[1][:300]
+    x = normalise(images)
+    order = np.random.default_rng(4).permutation(300)
+    ours, ref = pair("lenet5-1998", {}, np.float64, seed=4)
+    # SDLM at the paper's pass-3 rate: at 5e-4 these first steps from the initial weights are
+    # chaotic (rounding differences of 1e-16 grow tenfold every ~5 patterns), at 2e-4 not.
+    lr = {"sgd": 0.01, "sdlm": 2e-4, "adam": 1e-3}[optimizer]
+    opt = make_optimizer(ours, optimizer, lr, momentum=0.9)
+    ref_opt = NO.make_optimizer(optimizer, ref.params(), lr, momentum=0.9)
+    if optimizer == "sdlm":
+        ref_opt.set_curvature(NO.estimate_curvature(ref, x[order[:100]]))
+        opt.set_curvature(ours.curvature(images, order[:100], (SHIFT, SCALE)))
+    want = numpy_steps(ref, ref_opt, x, labels, order, 1, NL.map_loss, lr)
+    loss, errors, k = ours.train_pass(images, labels, order, opt, lr, normalization=(SHIFT, SCALE))
+    assert k == 300 and opt.steps == ref_opt.steps == 300
+    assert errors == want[1] and abs(loss - want[0]) <= 1e-9 * abs(want[0])
+    for name, v in ref.params().items():
+        assert rel(ours.params()[name], v) <= 1e-9, name
+    got_state, got_meta = opt.state_dict()
+    want_state, want_meta = ref_opt.state_dict()
+    assert got_meta == want_meta and sorted(got_state) == sorted(want_state)
+    for key, v in want_state.items():  # the latest gradients: more cancellation than weights
+        assert rel(got_state[key], v) <= 1e-7, key
+
+
+@pytest.mark.parametrize("config", [{}, {"batchnorm": True, "activation": "tanh"}])
+def test_pass_modern_equals_numpy_steps(mnist, config):
+    images, labels = mnist[0][:203], mnist[1][:203]  # the last batch is short
+    x = normalise(images)
+    order = np.random.default_rng(5).permutation(203)
+    ours, ref = pair("lenet5-modern", config, np.float64, seed=5)
+    opt = make_optimizer(ours, "sgd", 0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    ref_opt = NO.make_optimizer("sgd", ref.params(), 0.05, momentum=0.9, nesterov=True,
+                                weight_decay=1e-4)
+    want = numpy_steps(ref, ref_opt, x, labels, order, 8, NL.cross_entropy, 0.05)
+    loss, errors, k = ours.train_pass(images, labels, order, opt, batch_size=8,
+                                      normalization=(SHIFT, SCALE))
+    assert k == 26 and errors == want[1] and abs(loss - want[0]) <= 1e-9 * abs(want[0])
+    got, ref_state = ours.state_dict(), ref.state_dict()
+    for name, v in ref_state.items():
+        assert rel(got[name].astype(np.float64), v.astype(np.float64)) <= 1e-9, name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_per_update_rates_follow_numpy(mnist, dtype):
+    """One rate per update. float64: the same weights; float32: the runs drift apart only as
+    float32 rounding allows (rounding differences grow over the steps, so the bound is loose)."""
+    images, labels = mnist[0][:100], mnist[1][:100]
+    x = normalise(images, dtype)
+    ours, ref = pair("lenet5-1998", {}, dtype, seed=6)
+    lrs = np.linspace(0.002, 0.0005, 100)  # at 0.01 these first steps are chaotic
+    opt = make_optimizer(ours, "sgd", 0.0, momentum=0.0)
+    ref_opt = NO.make_optimizer("sgd", ref.params(), 0.0, momentum=0.0)
+    want = 0.0
+    for i in range(100):
+        out = ref.forward(x[i:i + 1], train=True)
+        loss, dout = NL.map_loss(out, labels[i:i + 1])
+        ref_opt.lr = lrs[i]
+        ref_opt.step(ref.backward(dout))
+        want += loss
+    loss, _, _ = ours.train_pass(images, labels, np.arange(100), opt, lrs,
+                                 normalization=(SHIFT, SCALE))
+    tol = 1e-9 if dtype == np.float64 else 1e-2
+    assert abs(loss - want) <= tol * want
+    for name, v in ref.params().items():
+        assert rel(ours.params()[name], v) <= tol, name
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def engine_cfg(data_root, **kw):
+    from lenet5.config import resolve_config
+
+    base = dict(data_dir=str(data_root), progress=False, threads=1, engine="compiled")
+    return resolve_config(kw.pop("preset", None), overrides={**base, **kw})
+
+
+def test_compiled_engine_implements_the_interface():
+    import inspect
+
+    from lenet5.training.engine import Engine, engine_class
+
+    cls = engine_class("compiled")
+    assert issubclass(cls, Engine) and cls.name == "compiled" and not inspect.isabstract(cls)
+    assert not cls.supports_ddp and not cls.supports_amp
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_compiled_engine_pass_tracks_the_numpy_engine(mnist, data_root, batch_size):
+    """One shuffled pass through ``train_epoch`` (SDLM, the paper's recipe at a lower rate),
+    against the NumPy engine's step-by-step default: float32, so equal up to rounding."""
+    import torch
+
+    from lenet5.data.loader import TensorLoader
+    from lenet5.data.transforms import Normalization, to_unit
+    from lenet5.models import make_config
+    from lenet5.training.engine import make_engine
+
+    cfg = engine_cfg(data_root, preset="paper", lr=1e-4, batch_size=batch_size)
+    model_config = make_config(cfg.model, cfg.model_args).to_dict()
+    ours = make_engine(cfg, model_config, torch.device("cpu"))
+    ref = make_engine(replace(cfg, engine="numpy"), model_config, torch.device("cpu"))
+    loader = TensorLoader(to_unit(mnist[0][:96]), torch.as_tensor(mnist[1][:96]), batch_size,
+                          Normalization.make("paper"), shuffle=True, seed=3)
+    seen = []
+    totals = []
+    for engine in (ours, ref):
+        engine.begin_epoch(0, loader)
+        totals.append(engine.train_epoch(loader, progress=lambda i, t: seen.append(i)))
+    assert seen[0] == len(loader) - 1 and totals[0].seen == totals[1].seen == 96
+    assert totals[0].errors == totals[1].errors
+    assert totals[0].loss_sum == pytest.approx(totals[1].loss_sum, rel=1e-4)
+    want = ref.state_dict()
+    for k, v in ours.state_dict().items():
+        assert rel(v, want[k]) <= 1e-4, k
+    x, y = to_unit(mnist[2][:300]), torch.as_tensor(mnist[3][:300])
+    norm = loader.normalization
+    got, want = ours.evaluate(x, y, norm, 100), ref.evaluate(x, y, norm, 100)
+    assert got["count"] == 300 and got["errors"] == want["errors"]
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    tensors, meta = ours.optimizer_state()
+    want_tensors, want_meta = ref.optimizer_state()
+    assert meta == want_meta and sorted(tensors) == sorted(want_tensors)
+
+
+@pytest.mark.slow
+def test_compiled_engine_trains_and_resumes_through_the_loop(data_root, tmp_path):
+    """``lenet5 train --engine compiled``: distorted, two passes straight and one + one resumed
+    end at the same weights (the pass's draws come from (seed, epoch) alone)."""
+    from functools import partial
+
+    from lenet5 import checkpoint as ckpt
+    from tests.train_support import train_straight_and_resumed
+
+    def make_cfg(out, **kw):
+        return engine_cfg(data_root, out=str(out), **kw)
+
+    kw = dict(preset="paper", limit_train=2000, eval_batch_size=2000, distort=True)
+    *_, row = train_straight_and_resumed(partial(make_cfg), tmp_path, **kw)
+    assert row["test_error"] < 0.2
+    straight, _, meta = ckpt.read_checkpoint(tmp_path / "straight")
+    split, _, _ = ckpt.read_checkpoint(tmp_path / "split")
+    assert meta["engine"] == "compiled" and meta["epoch"] == 2
+    for k, v in straight.items():
+        np.testing.assert_array_equal(split[k], v, err_msg=k)
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+@pytest.mark.slow
+def test_one_paper_pass_on_10k_images_reaches_95_percent(mnist):
+    """The paper's recipe, pass 1: MAP loss, SDLM (eta 5e-4, mu 0.02, h_kk from 500 patterns),
+    one update per pattern, on 10,000 shuffled training images."""
+    train_x, train_y, test_x, test_y = mnist
+    model = build("lenet5-1998", {}, np.float32, seed=0)
+    opt = make_optimizer(model, "sdlm", 5e-4, mu=0.02)
+    order = np.random.default_rng(0).permutation(len(train_x))[:10_000]
+    opt.set_curvature(model.curvature(train_x, order[:500]))
+    model.train_pass(train_x, train_y, order, opt)
+    out = model.evaluate_images(test_x)
+    accuracy = float((model.scores(out).argmax(1) == test_y).mean())
+    assert accuracy >= 0.95, accuracy
