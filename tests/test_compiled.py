@@ -13,6 +13,7 @@ The first run compiles the kernels (minutes); Numba caches them, later runs take
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -387,3 +388,28 @@ def test_one_paper_pass_on_10k_images_reaches_95_percent(mnist):
     out = model.evaluate_images(test_x)
     accuracy = float((model.scores(out).argmax(1) == test_y).mean())
     assert accuracy >= 0.95, accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first, then", [("numpy", "compiled"), ("compiled", "numpy")])
+def test_run_resumes_across_engines_like_staying_put(data_root, tmp_path, first, then):
+    """The paper's recipe (MAP, SDLM, batch 1) for two passes of 400 patterns: pass 1 in one
+    engine and pass 2 resumed in the other ends where staying in the first engine does (same
+    checkpoint layout and optimiser state; float32 rounding apart, at a rate where the
+    per-pattern dynamics do not amplify it)."""
+    from lenet5 import checkpoint as ckpt
+    from lenet5.training.loop import train
+
+    kw = dict(preset="paper", limit_train=400, eval_batch_size=5000, lr=2e-4)
+    quiet = dict(log=lambda *a: None)
+    train(engine_cfg(data_root, out=str(tmp_path / "stay"), engine=first, epochs=2, **kw), **quiet)
+    train(engine_cfg(data_root, out=str(tmp_path / "mix"), engine=first, epochs=1, **kw), **quiet)
+    row = train(engine_cfg(data_root, out=str(tmp_path / "mix"), engine=then, epochs=2,
+                           resume=str(tmp_path / "mix"), **kw), **quiet)
+    want, _, _ = ckpt.read_checkpoint(tmp_path / "stay")
+    got, _, meta = ckpt.read_checkpoint(tmp_path / "mix")
+    assert meta["engine"] == then and meta["epoch"] == 2
+    for k, v in want.items():
+        assert np.abs(got[k] - v).max() <= 1e-4 * max(1.0, np.abs(v).max()), k
+    stay = [json.loads(line) for line in (tmp_path / "stay" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(row["test_errors"] - stay[-1]["test_errors"]) <= 2
