@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", choices=list(DATASETS), help="default: the model's")
     p.add_argument("--split", default="test", choices=SPLITS, help="(default: test)")
     p.add_argument("--data-dir", help="data root (default: $LENET5_DATA_DIR, else the user cache)")
-    p.add_argument("--engine", default="torch", choices=ENGINES, help="(default: torch)")
+    p.add_argument("--engine", default="torch", choices=ENGINES,
+                   help="run the model in PyTorch or the NumPy engine (default: torch)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 

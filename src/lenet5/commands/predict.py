@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, BMP, GIF, TIFF)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_source_argument(p)
-    p.add_argument("--engine", default="torch", choices=ENGINES, help="(default: torch)")
+    p.add_argument("--engine", default="torch", choices=ENGINES,
+                   help="run the model in PyTorch or the NumPy engine (default: torch)")
     p.add_argument("--top-k", type=int, default=3, help="how many of the likeliest classes to show (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON document with every result")
     p.set_defaults(func=cmd_predict)

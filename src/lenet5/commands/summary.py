@@ -16,10 +16,10 @@ from ..models import create_model, get_entry, list_models, nearest_name
 def register(sub) -> None:
     p = sub.add_parser("summary", help="per-layer table: shapes, parameters, connections, mult-adds")
     p.add_argument("model", help="registered model or variant, preset name, or checkpoint path")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_summary)
     q = sub.add_parser("models", help="list registered models, presets and bundled weights")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_models)
 
 

@@ -28,7 +28,7 @@ from ..fieldtypes import (
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a model (PyTorch or NumPy engine)",
+        "train", help="train a model (PyTorch, NumPy or compiled engine)",
         description="Train a model. Settings resolve as: defaults (shown) <- --preset <- "
                     "--config FILE <- flags and --set. Every value is checked before any work.",
         argument_default=argparse.SUPPRESS)
