@@ -10,8 +10,10 @@ Training throughput (patterns per second of the whole step: forward, loss, backw
 - lenet5-modern (ReLU, max-pool), cross-entropy + Adam, batch 64 and 256.
 
 Evaluation throughput of lenet5-1998 (eval-mode forward, images per second): the compiled
-engine from raw images (``evaluate_images``) and per batch of 256 (``forward``), NumPy and
-PyTorch per batch of 256. The compile time is reported apart: a fresh process with an empty
+engine from raw images (``evaluate_images``: the eval-only kernels of
+``lenet5.compiled.infer_1998``) and per batch of 256 (``forward``: the exact training
+kernels, which also keep every activation for a backward pass), NumPy and PyTorch per batch
+of 256. The compile time is reported apart: a fresh process with an empty
 Numba cache times its first 1998 pass and evaluation (the compiled code is then cached on
 disk, so later runs only load it); the first calls in this process say how long loading took.
 Each rate is the best of a few timed repeats after a warm-up. Real MNIST when ``--data-dir``

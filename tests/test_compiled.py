@@ -152,6 +152,44 @@ def test_modern_dropout_masks_are_applied_like_numpy(mnist):
         assert rel(got_g[k], want_g[k]) <= 1e-10, k
 
 
+def bundled_pair():
+    """The bundled lenet5-1998 in the NumPy engine, and a compiled model holding its weights."""
+    from lenet5.inference.load import load
+
+    ref = load("lenet5-1998", engine="numpy").model
+    ours = build("lenet5-1998", ref.config.to_dict(), np.float32)
+    ours.load_state_dict(ref.state_dict())
+    return ours, ref
+
+
+def test_evaluation_of_the_bundled_model_matches_numpy(mnist):
+    """The eval-only kernels (fused multiply-adds, :mod:`lenet5.compiled.infer_1998`) on
+    trained weights and real test digits: the NumPy engine's outputs to 1e-5, the same
+    predictions; a batch that is not a multiple of the kernels' block of images."""
+    ours, ref = bundled_pair()
+    images = mnist[2][:501]
+    want = ref.forward(normalise(images, np.float32))
+    got = ours.evaluate_images(images, normalization=(SHIFT, SCALE))
+    assert got.dtype == np.float32
+    assert rel(got, want) <= 1e-5
+    assert np.array_equal(got.argmin(1), want.argmin(1))
+    idx = np.array([500, 3, 3, 0])  # any order, repeats allowed
+    assert np.array_equal(ours.evaluate_images(images, idx, (SHIFT, SCALE)), got[idx])
+
+
+@pytest.mark.slow
+def test_bundled_model_predicts_the_test_set_as_numpy(mnist):
+    """All 10,000 test digits: the same predictions as the NumPy engine (102 errors)."""
+    ours, ref = bundled_pair()
+    images, labels = mnist[2], mnist[3]
+    got = ours.evaluate_images(images, normalization=(SHIFT, SCALE))
+    want = np.concatenate([ref.forward(normalise(images[i:i + 1000], np.float32))
+                           for i in range(0, len(images), 1000)])
+    assert rel(got, want) <= 1e-5
+    assert np.array_equal(got.argmin(1), want.argmin(1))
+    assert int((got.argmin(1) != labels).sum()) == 102
+
+
 # ---------------------------------------------------------------- inputs
 
 

@@ -6,7 +6,8 @@ results to rounding). A whole pass of per-pattern training (the paper's recipe: 
 one update per pattern, Section II-C and Appendix C) runs inside one compiled call.
 
 - :mod:`.layers`, :mod:`.blocks`: the layers, forward / backward / Gauss-Newton side by side.
-- :mod:`.kernels_1998`, :mod:`.kernels_modern`: the two networks, their passes.
+- :mod:`.kernels_1998`, :mod:`.kernels_modern`: the two networks, their passes;
+  :mod:`.infer_1998`: the 1998 network's evaluation, compiled for throughput.
 - :mod:`.inputs`, :mod:`.losses`, :mod:`.updates`: padding, distortion, normalisation; the
   criteria; the update rules. :mod:`.simd`: vectorised dot products. :mod:`.jit`: the decorator.
 - :mod:`.model`, :mod:`.optim`: the Python interface, like ``scratch.Model`` and its optimisers.

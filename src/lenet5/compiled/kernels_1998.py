@@ -8,7 +8,6 @@ because the weights only change between batches.
 
 - :func:`forward_one`, :func:`backward_one`, :func:`gn_one`: one pattern's passes.
 - :func:`forward`, :func:`backward`, :func:`gauss_newton`: a batch of normalised patterns.
-- :func:`evaluate`: outputs for stored images, from raw pixels.
 - :func:`train_pass`: a whole pass (input, forward, loss, backward, update) in one call.
 """
 
@@ -230,18 +229,6 @@ def curvature(theta, protos, tap, images, idx, divisor, shift, scale, a):
     for i in range(h.shape[0]):
         h[i] = total[i] / idx.shape[0]
     return h
-
-
-@jit
-def evaluate(theta, protos, tap, images, idx, divisor, shift, scale, a, out):
-    """``out (len(idx), 10)``: the RBF distances of patterns ``images[idx]``."""
-    P = views(theta)
-    tmp = np.zeros(inputs.TMP_SIZE, theta.dtype)
-    none = np.zeros(0)
-    for k in range(idx.shape[0]):
-        inputs.load_pattern(images, idx[k], divisor, shift, scale, none, tmp, a.x[0])
-        forward_one(P, protos, tap, a, 0)
-        out[k] = a.out[0]
 
 
 # the parameters a fused step leaves to the generic update: C1-S4, C5's and F6's biases

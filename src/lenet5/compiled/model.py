@@ -6,7 +6,9 @@ inside compiled code for a whole call:
 
 - :meth:`CompiledModel.train_pass`: a pass of training (pattern loading, optional distortion,
   forward, loss, backward, update) over stored images in a given order.
-- :meth:`CompiledModel.evaluate_images`: outputs for stored images.
+- :meth:`CompiledModel.evaluate_images`: outputs for stored images (for lenet5-1998 by the
+  eval-only kernels of :mod:`.infer_1998`, compiled with fused multiply-adds: equal to
+  :meth:`forward` up to float rounding).
 
 A model starts as a copy of ``lenet5.scratch.build(name, config, dtype, seed)``, so both
 engines start from the same weights. Parameters live in one flat vector ``theta`` (the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import scratch
+from . import infer_1998 as I98
 from . import kernels_1998 as K98
 from . import kernels_modern as KM
 from . import losses as L
@@ -184,8 +187,8 @@ class CompiledModel:
         out = np.zeros((len(idx), 10), self.dtype)
         self.train(False)
         if self.name == "lenet5-1998":
-            K98.evaluate(self.theta, self.prototypes, self.tap, images, idx, divisor, shift,
-                         scale, self._workspace(1), out)
+            I98.evaluate(self.theta, self.prototypes, self.tap, images, idx, divisor, shift,
+                         scale, out)
         else:
             w = self._workspace(min(batch_size, 256))  # the work arrays grow with the batch
             KM.evaluate(self.theta, self.offs, self.widths, self.stats, self.counts, self.act,
