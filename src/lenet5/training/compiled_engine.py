@@ -27,7 +27,7 @@ from ..data.loader import TensorLoader
 from ..data.transforms import Normalization
 from ..scratch import losses as np_losses
 from ..scratch.optim import estimate_curvature
-from .engine import Engine, PassTotals, Progress, StepLr
+from .engine import ArrayEngine, PassTotals, Progress, StepLr
 
 
 def pass_seed(seed: int, epoch: int) -> int:
@@ -35,7 +35,7 @@ def pass_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**32
 
 
-class CompiledEngine(Engine):
+class CompiledEngine(ArrayEngine):
     """Model + loss + optimiser compiled with Numba (float32, one process, CPU)."""
 
     name, label = "compiled", "compiled (Numba)"
@@ -51,8 +51,6 @@ class CompiledEngine(Engine):
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 
     # -- training
-    def set_lr(self, lr: float) -> None:
-        self.optimizer.lr = lr
 
     def begin_epoch(self, epoch: int, loader: TensorLoader) -> None:
         seed_dropout(pass_seed(self.cfg.seed, epoch))  # for train_step; a pass reseeds itself
@@ -115,18 +113,6 @@ class CompiledEngine(Engine):
         count = len(target)
         return {"loss": float(loss), "errors": errors, "error": errors / count, "count": count}
 
-    # -- state
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.model.state_dict()
 
-    def live_state(self) -> dict[str, np.ndarray]:
-        return self.model.live_state()
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.model.load_state_dict(state)
 
-    def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
-        return self.optimizer.state_dict()
-
-    def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        self.optimizer.load_state_dict(tensors, meta)

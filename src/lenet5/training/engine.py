@@ -218,6 +218,34 @@ class Engine(ABC):
 
 # ----------------------------------------------------------------------------- by name
 
+class ArrayEngine(Engine):
+    """The state calls of an engine whose ``model`` keeps its arrays under the torch names
+    (``state_dict``, ``live_state``, ``load_state_dict``, as :class:`lenet5.scratch.Model`
+    does) and whose ``optimizer`` has an ``lr`` and ``state_dict``/``load_state_dict`` in the
+    layout of :mod:`.optim_state`: the NumPy and compiled engines."""
+
+    model: Any
+    optimizer: Any
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.lr = lr
+
+    def state_dict(self) -> State:
+        return self.model.state_dict()
+
+    def live_state(self) -> State:
+        return self.model.live_state()
+
+    def load_state_dict(self, state: State) -> None:
+        self.model.load_state_dict(state)
+
+    def optimizer_state(self) -> tuple[State, dict]:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, tensors: State, meta: dict) -> None:
+        self.optimizer.load_state_dict(tensors, meta)
+
+
 # --engine name -> (module, class), imported on first use (the compiled engine needs Numba).
 ENGINES: dict[str, tuple[str, str]] = {
     "torch": ("lenet5.training.torch_engine", "TorchEngine"),

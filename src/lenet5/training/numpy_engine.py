@@ -19,10 +19,10 @@ from ..scratch import build
 from ..scratch import losses as np_losses
 from ..scratch.layers import Dropout
 from ..scratch.optim import estimate_curvature, make_optimizer
-from .engine import Engine
+from .engine import ArrayEngine
 
 
-class NumpyEngine(Engine):
+class NumpyEngine(ArrayEngine):
     """Model + loss + optimiser in NumPy (float32, one process, CPU)."""
 
     name, label = "numpy", "NumPy"
@@ -38,8 +38,6 @@ class NumpyEngine(Engine):
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 
     # -- training
-    def set_lr(self, lr: float) -> None:
-        self.optimizer.lr = lr
 
     def begin_epoch(self, epoch: int, loader) -> None:
         # Dropout masks drawn from (seed, epoch) alone, so a resumed run replays them.
@@ -71,18 +69,6 @@ class NumpyEngine(Engine):
         loss, _ = self.eval_loss_fn(out, target)
         return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
 
-    # -- state
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.model.state_dict()
 
-    def live_state(self) -> dict[str, np.ndarray]:
-        return self.model.live_state()
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.model.load_state_dict(state)
 
-    def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
-        return self.optimizer.state_dict()
-
-    def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        self.optimizer.load_state_dict(tensors, meta)
