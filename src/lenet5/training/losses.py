@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import LOSSES  # the names, defined once
+
 
 def mle_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """E = mean_p y_{D_p}: the distance to the correct class's prototype (Eq. 8)."""
@@ -30,8 +32,6 @@ def map_loss(out: torch.Tensor, target: torch.Tensor, j: float = 0.1) -> torch.T
 def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, target)
 
-
-LOSSES = ("map", "mle", "ce")
 
 
 def make_loss(name: str, map_j: float = 0.1):
