@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import scratch
+from ..scratch.model import copy_state
 from . import infer_1998 as I98
 from . import kernels_1998 as K98
 from . import kernels_modern as KM
@@ -100,17 +101,7 @@ class CompiledModel:
         return {k: live[k].copy() for k in self._keys}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        own = self.live_state()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise KeyError(f"{self.name}: missing {missing}, unexpected {unexpected}")
-        for k, v in state.items():
-            v = np.asarray(v)
-            if own[k].ndim == 0 and v.shape == (1,):
-                v = v.reshape(())
-            if v.shape != own[k].shape:
-                raise ValueError(f"{k}: shape {v.shape}, expected {own[k].shape}")
-            own[k][...] = v
+        copy_state(self.name, self.live_state(), state)
 
     # -- passes (as scratch.Model)
     def train(self, mode: bool = True) -> CompiledModel:

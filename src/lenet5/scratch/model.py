@@ -47,6 +47,21 @@ def rbf_prototypes(dtype=np.float32) -> np.ndarray:
     return np.array(prototype_values(), dtype)
 
 
+def copy_state(name: str, own: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
+    """Copy ``state`` into the live arrays ``own`` in place: the same keys, the same shapes
+    (a one-element array may fill a 0-d buffer, as torch's ``load_state_dict`` allows)."""
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise KeyError(f"{name}: missing {missing}, unexpected {unexpected}")
+    for k, v in state.items():
+        v = np.asarray(v)
+        if own[k].ndim == 0 and v.shape == (1,):
+            v = v.reshape(())
+        if v.shape != own[k].shape:
+            raise ValueError(f"{k}: shape {v.shape}, expected {own[k].shape}")
+        own[k][...] = v
+
+
 Stage = tuple[str, list[tuple[str | None, Layer]]]  # feature name, (parameter prefix, layer)
 
 
@@ -88,17 +103,7 @@ class Model:
         """Copy values in place; keys and shapes must match exactly, except that a one-element
         array fills a 0-d buffer (older checkpoints stored ``num_batches_tracked`` as (1,),
         which torch's ``load_state_dict`` accepts too)."""
-        own = {**self._named("params"), **self._named("buffers")}
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise KeyError(f"{self.name}: missing {missing}, unexpected {unexpected}")
-        for k, v in state.items():
-            v = np.asarray(v)
-            if own[k].ndim == 0 and v.shape == (1,):
-                v = v.reshape(())
-            if v.shape != own[k].shape:
-                raise ValueError(f"{k}: shape {v.shape}, expected {own[k].shape}")
-            own[k][...] = v
+        copy_state(self.name, {**self._named("params"), **self._named("buffers")}, state)
 
     # -- passes
     def train(self, mode: bool = True) -> Model:

@@ -26,7 +26,6 @@ from ..config import TrainConfig
 from ..data.loader import TensorLoader
 from ..data.transforms import Normalization
 from ..scratch import losses as np_losses
-from ..scratch.optim import estimate_curvature
 from .engine import ArrayEngine, PassTotals, Progress, StepLr
 
 
@@ -55,18 +54,6 @@ class CompiledEngine(ArrayEngine):
     def begin_epoch(self, epoch: int, loader: TensorLoader) -> None:
         seed_dropout(pass_seed(self.cfg.seed, epoch))  # for train_step; a pass reseeds itself
         super().begin_epoch(epoch, loader)
-
-    def set_curvature(self, x: torch.Tensor) -> None:
-        self.optimizer.set_curvature(estimate_curvature(self.model, x.cpu().numpy()))
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One update; returns (loss summed over the batch, misclassified count)."""
-        target = y.cpu().numpy().astype(np.int64)
-        out = self.model.forward(x.cpu().numpy(), train=True)  # (B, 10)
-        loss, dout = self.loss_fn(out, target)
-        self.optimizer.step(self.model.backward(dout))
-        errors = int((self.scores(out).argmax(1) != target).sum())
-        return loss * len(target), errors
 
     def train_epoch(self, loader: TensorLoader, step_lr: StepLr | None = None,
                     after_step=None, progress: Progress | None = None) -> PassTotals:

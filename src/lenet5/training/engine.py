@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -224,11 +225,26 @@ class ArrayEngine(Engine):
     does) and whose ``optimizer`` has an ``lr`` and ``state_dict``/``load_state_dict`` in the
     layout of :mod:`.optim_state`: the NumPy and compiled engines."""
 
-    model: Any
-    optimizer: Any
+    model: Any  # forward(x, train), backward(dout) -> grads, state calls
+    optimizer: Any  # step(grads), set_curvature(h), lr, state calls
+    loss_fn: Callable  # (out, target) -> (batch mean, d loss / d out)
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
+
+    def set_curvature(self, x: torch.Tensor) -> None:
+        from ..scratch.optim import estimate_curvature
+
+        self.optimizer.set_curvature(estimate_curvature(self.model, x.cpu().numpy()))
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One update; returns (loss summed over the batch, misclassified count)."""
+        target = y.cpu().numpy().astype(np.int64)
+        out = self.model.forward(x.cpu().numpy(), train=True)  # (B, 10)
+        loss, dout = self.loss_fn(out, target)
+        self.optimizer.step(self.model.backward(dout))
+        errors = int((self.scores(out).argmax(1) != target).sum())
+        return loss * len(target), errors
 
     def state_dict(self) -> State:
         return self.model.state_dict()

@@ -18,7 +18,7 @@ from ..config import TrainConfig
 from ..scratch import build
 from ..scratch import losses as np_losses
 from ..scratch.layers import Dropout
-from ..scratch.optim import estimate_curvature, make_optimizer
+from ..scratch.optim import make_optimizer
 from .engine import ArrayEngine
 
 
@@ -45,18 +45,6 @@ class NumpyEngine(ArrayEngine):
         for i, layer in enumerate(dropouts):
             layer.rng = np.random.default_rng([self.cfg.seed, epoch, i])
         super().begin_epoch(epoch, loader)
-
-    def set_curvature(self, x: torch.Tensor) -> None:
-        self.optimizer.set_curvature(estimate_curvature(self.model, x.cpu().numpy()))
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One update; returns (loss summed over the batch, misclassified count)."""
-        target = y.cpu().numpy().astype(np.int64)
-        out = self.model.forward(x.cpu().numpy(), train=True)  # (B, 10)
-        loss, dout = self.loss_fn(out, target)
-        self.optimizer.step(self.model.backward(dout))
-        errors = int((self.scores(out).argmax(1) != target).sum())
-        return loss * len(target), errors
 
     # -- evaluation
     def outputs(self, x: torch.Tensor) -> np.ndarray:
