@@ -25,15 +25,9 @@ from lenet5.scratch import build as np_build
 from lenet5.scratch import losses as NL
 from lenet5.scratch import optim as NO
 from lenet5.scratch.layers import Dropout
+from tests.test_scratch_model import VARIANTS  # the architectures both parity suites cover
 
 SHIFT, SCALE = 0.1 / 1.275, 1.275  # the paper's normalisation: background -0.1, ink 1.175
-VARIANTS = [
-    ("lenet5-1998", {}),
-    ("lenet5-1998", {"subsample": "sum", "init": "fanin", "init_bias": "zero"}),
-    ("lenet5-modern", {}),
-    ("lenet5-modern", {"activation": "tanh", "pool": "avg"}),
-    ("lenet5-modern", {"batchnorm": True}),
-]
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
 

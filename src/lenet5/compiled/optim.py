@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..scratch.optim import read_meta
 from . import updates
 
 KINDS = {"sgd": updates.SGD, "adam": updates.ADAM, "adamw": updates.ADAM, "sdlm": updates.SDLM}
@@ -94,10 +95,7 @@ class Optimizer:
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        if meta.get("type") != self.kind:
-            raise ValueError(f"checkpoint holds {meta.get('type')!r} optimizer state, "
-                             f"not {self.kind!r}")
-        self.lr, self.steps = meta["lr"], meta["steps"]
+        self.lr, self.steps = read_meta(meta, self.kind)
         for suffix, buf in zip(BUFFERS[self.kind], (self.buf1, self.buf2)):
             found = {key.rsplit(".", 1)[0]: v for key, v in tensors.items()
                      if key.endswith("." + suffix)}

@@ -15,6 +15,13 @@ import math
 import numpy as np
 
 
+def read_meta(meta: dict, kind: str) -> tuple[float, int]:
+    """``(lr, steps)`` of a saved optimiser state, which must be of this ``kind``."""
+    if meta.get("type") != kind:
+        raise ValueError(f"checkpoint holds {meta.get('type')!r} optimizer state, not {kind!r}")
+    return meta["lr"], meta["steps"]
+
+
 class Optimizer:
     """``params``: name -> live array. ``state[name]``: that parameter's buffers."""
 
@@ -41,10 +48,7 @@ class Optimizer:
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        if meta.get("type") != self.kind:
-            raise ValueError(f"checkpoint holds {meta.get('type')!r} optimizer state, "
-                             f"not {self.kind!r}")
-        self.lr, self.steps = meta["lr"], meta["steps"]
+        self.lr, self.steps = read_meta(meta, self.kind)
         for key, value in tensors.items():
             name, buf = key.rsplit(".", 1)
             self.state[name][buf] = np.array(value, self.params[name].dtype)

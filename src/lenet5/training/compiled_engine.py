@@ -25,7 +25,6 @@ from ..compiled.optim import make_optimizer
 from ..config import TrainConfig
 from ..data.loader import TensorLoader
 from ..data.transforms import Normalization
-from ..scratch import losses as np_losses
 from .engine import ArrayEngine, PassTotals, Progress, StepLr
 
 
@@ -43,9 +42,6 @@ class CompiledEngine(ArrayEngine):
                  ddp: bool = False):
         super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
         self.model = CompiledModel(cfg.model, model_config, np.float32, seed=cfg.seed)
-        c = self.criterion
-        self.loss_fn = np_losses.make_loss(c.loss, c.map_j, c.label_smoothing)
-        self.eval_loss_fn = np_losses.make_loss(c.loss, c.map_j, grad=False)
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 

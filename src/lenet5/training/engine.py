@@ -227,7 +227,15 @@ class ArrayEngine(Engine):
 
     model: Any  # forward(x, train), backward(dout) -> grads, state calls
     optimizer: Any  # step(grads), set_curvature(h), lr, state calls
-    loss_fn: Callable  # (out, target) -> (batch mean, d loss / d out)
+
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device,
+                 ddp: bool = False):
+        from ..scratch import losses as np_losses
+
+        super().__init__(cfg, model_config, device, ddp)
+        c = self.criterion  # (out, target) -> (batch mean, d loss / d out); eval: no smoothing
+        self.loss_fn = np_losses.make_loss(c.loss, c.map_j, c.label_smoothing)
+        self.eval_loss_fn = np_losses.make_loss(c.loss, c.map_j, grad=False)
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr

@@ -16,7 +16,6 @@ import torch
 
 from ..config import TrainConfig
 from ..scratch import build
-from ..scratch import losses as np_losses
 from ..scratch.layers import Dropout
 from ..scratch.optim import make_optimizer
 from .engine import ArrayEngine
@@ -31,9 +30,6 @@ class NumpyEngine(ArrayEngine):
                  ddp: bool = False):
         super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
         self.model = build(cfg.model, model_config, np.float32, seed=cfg.seed)
-        c = self.criterion
-        self.loss_fn = np_losses.make_loss(c.loss, c.map_j, c.label_smoothing)
-        self.eval_loss_fn = np_losses.make_loss(c.loss, c.map_j, grad=False)
         self.optimizer = make_optimizer(cfg.optimizer, self.model.params(), cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 
