@@ -87,6 +87,14 @@ class TrainConfig:
     distort_squeeze: float = setting(0.10, ge=0, lt=1, help="distortion: x *= 1 + q, y *= 1 - q")
     distort_shear: float = setting(0.20, ge=0, le=2, help="distortion: horizontal shear k")
     distort_rotate: float = setting(0.0, ge=0, le=180, help="distortion: rotation, degrees")
+    elastic_alpha: float = setting(0.0, ge=0, le=100, help="elastic distortion (Simard 2003): "
+                                                           "displacement scale, pixels; 0: off")
+    elastic_sigma: float = setting(4.0, gt=0, le=16, help="elastic distortion: smoothing "
+                                                          "sigma, pixels")
+    augment_stroke: float = setting(0.0, ge=0, le=1, help="stroke width: blend towards a 3x3 "
+                                                          "dilation or erosion by U[-s, s]")
+    augment_noise: float = setting(0.0, ge=0, le=1, help="pixel noise: Gaussian std U[0, n] "
+                                                         "(or salt-and-pepper share n / 4)")
     # optimisation
     epochs: int = setting(10, ge=1, le=10_000, help="passes over the training images")
     batch_size: int = setting(64, ge=1, le=65_536, help="images per update")
@@ -182,6 +190,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         weight_decay=5e-4, lr=0.4, schedule="onecycle-linear", batch_size=64,
         label_smoothing=0.1, epochs=1,
     ),
+    # Robust reading (issue #17): `best` plus rotation, wider shifts, elastic distortions
+    # (Simard 2003), stroke width and pixel noise, longer; chosen on --val-split 10000.
+    "robust": dict(
+        model="lenet5-modern-bn", model_args={"dropout": 0.1},
+        optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128, epochs=30,
+        schedule="onecycle", distort=True, label_smoothing=0.05,
+        distort_translate=3.0, distort_scale=0.15, distort_rotate=15.0,
+        elastic_alpha=34.0, elastic_sigma=4.0, augment_stroke=0.7, augment_noise=0.3,
+    ),
 }
 
 
@@ -249,6 +266,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.engine == "torch" or cfg.nproc == 1, f"nproc > 1 needs engine torch, not {cfg.engine}"),
         (cfg.limit_train is None or cfg.val_split < cfg.limit_train,
          f"val_split {cfg.val_split} leaves none of the {cfg.limit_train} training images"),
+        (cfg.engine != "compiled" or not (cfg.elastic_alpha or cfg.augment_stroke
+                                          or cfg.augment_noise),
+         "elastic_alpha, augment_stroke and augment_noise need engine torch or numpy "
+         "(the compiled engine draws its own distortions)"),
     ]
     for ok, msg in checks:
         if not ok:

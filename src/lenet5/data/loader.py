@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .augment import Augment
 from .transforms import Distortion, Normalization, apply_affine
 
 WARP_BLOCK = 1024  # distorted images warped per call
@@ -33,6 +34,7 @@ class TensorLoader:
     world_size: int = 1
     drop_last: bool = False
     epoch: int = 0
+    augment: Augment | None = None  # elastic, stroke, noise after the affine warp (augment.py)
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
@@ -63,10 +65,11 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order().to(self.images.device)
         starts = range(0, len(self) * self.global_batch, self.global_batch)
+        aug_gen = self.generator(3) if self.augment is not None else None
         if self.distortion is None:
             for start in starts:
                 mine = self._mine(order[start : start + self.global_batch])
-                yield self.normalization(self.images[mine]), self.labels[mine]
+                yield self.normalization(self._augmented(self.images[mine], aug_gen)), self.labels[mine]
             return
         # Distorted: the draws are made batch by batch, as ever, but the warps of a block of
         # batches are one call (at batch 1 a warp per step cost more than half a training step).
@@ -86,7 +89,10 @@ class TensorLoader:
             if warped.shape[0]:  # (a rank's slice of the last batch may be empty)
                 warped = apply_affine(warped, {k: torch.cat([p[k] for p in params]) for k in params[0]})
             for mine, x in zip(mines, warped.split([m.shape[0] for m in mines])):
-                yield self.normalization(x), self.labels[mine]
+                yield self.normalization(self._augmented(x, aug_gen)), self.labels[mine]
+
+    def _augmented(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        return x if self.augment is None else self.augment(x, gen)
 
     def _mine(self, chunk: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a global batch."""

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..config import PER_STEP_SCHEDULES, TrainConfig, validate
+from ..data.augment import Augment
 from ..data.datasets import get_spec, load_split
 from ..data.loader import TensorLoader
 from ..data.transforms import Distortion, Normalization, to_unit
@@ -174,8 +175,10 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
     if cfg.distort:
         distortion = Distortion(cfg.distort_translate, cfg.distort_scale, cfg.distort_squeeze,
                                 cfg.distort_shear, cfg.distort_rotate)
+    augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke, cfg.augment_noise)
     return TensorLoader(*train_xy, cfg.batch_size, norm, shuffle=True, seed=cfg.seed,
-                        distortion=distortion, rank=rank, world_size=world)
+                        distortion=distortion, rank=rank, world_size=world,
+                        augment=augment if augment.active else None)
 
 
 def pick_device(name: str) -> torch.device:

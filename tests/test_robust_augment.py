@@ -1,0 +1,88 @@
+"""The training augmentations of issue #17 (elastic, stroke width, noise) and their wiring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lenet5.config import PRESETS, resolve_config
+from lenet5.data.augment import Augment, elastic, pixel_noise, smooth, stroke_width
+from lenet5.data.datasets import load_split
+from lenet5.data.loader import TensorLoader
+from lenet5.data.transforms import Normalization, to_unit
+
+
+@pytest.fixture(scope="module")
+def digits(data_root):
+    x, y = load_split("mnist", "train", data_root)
+    return to_unit(x[:256]), torch.tensor(y[:256], dtype=torch.int64)
+
+
+def test_elastic_with_no_displacement_is_the_identity(digits):
+    x = digits[0][:8]
+    assert torch.allclose(elastic(x, 0.0, 4.0), x, atol=1e-6)
+
+
+def test_elastic_moves_ink_a_little_and_keeps_most_of_it(digits):
+    x = digits[0][:64]
+    g = torch.Generator().manual_seed(0)
+    y = elastic(x, 34.0, 4.0, g)
+    moved = (y - x).abs().mean().item()
+    assert 0.01 < moved < 0.2
+    assert 0.8 < (y.sum() / x.sum()).item() < 1.2
+
+
+def test_smoothing_matches_a_separable_gaussian_convolution():
+    f = torch.rand(2, 2, 32, 32)
+    k = torch.exp(-0.5 * (torch.arange(-12, 13, dtype=torch.float32) / 4.0) ** 2)
+    k = k / k.sum()
+    ref = torch.nn.functional.conv2d(f, k.view(1, 1, 1, -1).repeat(2, 1, 1, 1), padding=(0, 12), groups=2)
+    ref = torch.nn.functional.conv2d(ref, k.view(1, 1, -1, 1).repeat(2, 1, 1, 1), padding=(12, 0), groups=2)
+    assert torch.allclose(smooth(f, 4.0), ref, atol=1e-5)
+
+
+def test_stroke_width_thickens_and_thins(digits):
+    x = digits[0][:32]
+    ink = x.sum().item()
+    assert stroke_width(x, torch.full((32,), 1.0)).sum().item() > 1.5 * ink
+    assert stroke_width(x, torch.full((32,), -1.0)).sum().item() < 0.6 * ink
+    assert torch.equal(stroke_width(x, torch.zeros(32)), x)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 60), st.integers(0, 2**31 - 1))
+def test_augmented_images_stay_images(noise, stroke, alpha, seed):
+    x = torch.rand(5, 1, 32, 32)
+    y = Augment(alpha, 4.0, stroke, noise)(x, torch.Generator().manual_seed(seed))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_noise_is_seeded_and_hits_the_background(digits):
+    x = digits[0][:16]
+    a = pixel_noise(x, 0.5, torch.Generator().manual_seed(3))
+    b = pixel_noise(x, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert (a[x == 0] > 0).float().mean() > 0.05
+
+
+def test_loader_applies_the_augmentation_only_when_asked(digits):
+    x, y = digits
+    norm = Normalization.make("none")
+    plain = [b for b, _ in TensorLoader(x, y, 64, norm, shuffle=True, seed=1)]
+    aug = Augment(34.0, 4.0, 0.5, 0.2)
+    again = [b for b, _ in TensorLoader(x, y, 64, norm, shuffle=True, seed=1, augment=aug)]
+    twice = [b for b, _ in TensorLoader(x, y, 64, norm, shuffle=True, seed=1, augment=aug)]
+    assert all(torch.equal(a, b) for a, b in zip(again, twice))  # seeded
+    assert not any(torch.equal(a, b) for a, b in zip(plain, again))
+
+
+def test_the_robust_preset_resolves_and_the_compiled_engine_refuses_it():
+    cfg = resolve_config("robust")
+    assert cfg.elastic_alpha == PRESETS["robust"]["elastic_alpha"] > 0 and cfg.distort
+    with pytest.raises(ValueError, match="compiled engine"):
+        resolve_config("robust", overrides={"engine": "compiled"})
+    assert np.isclose(resolve_config("best").elastic_alpha, 0.0)  # the old recipes are unchanged
