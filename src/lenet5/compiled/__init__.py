@@ -9,7 +9,8 @@ one update per pattern, Section II-C and Appendix C) runs inside one compiled ca
 - :mod:`.kernels_1998`, :mod:`.kernels_modern`: the two networks, their passes;
   :mod:`.infer_1998`: the 1998 network's evaluation, compiled for throughput.
 - :mod:`.inputs`, :mod:`.losses`, :mod:`.updates`: padding, distortion, normalisation; the
-  criteria; the update rules. :mod:`.simd`: vectorised dot products. :mod:`.jit`: the decorator.
+  criteria; the update rules. :mod:`.simd`: vectorised dot products and the lanes blocks of
+  the evaluation kernels. :mod:`.jit`: the decorators.
 - :mod:`.model`, :mod:`.optim`: the Python interface, like ``scratch.Model`` and its optimisers.
 - The engine behind ``lenet5 train --engine compiled`` is :mod:`lenet5.training.compiled_engine`.
 

@@ -15,6 +15,9 @@ code, not chosen by the compiler, so results are the same from run to run.
 - :func:`vdot5x2` ``(a, c, i, b, j, n)``: :func:`vdot5` for two first operands ``a`` and ``c``
   at once (two output maps reading one input map), ten sums.
 - :func:`vsum` ``(a, i, n)``: ``sum(a[i:i+n])`` (bias gradients).
+- :func:`lane_block` ``(channels, positions)``: a factory of register-blocked multiply-add
+  loops over arrays that hold a block of images in SIMD lanes, for the evaluation kernels
+  (:mod:`.infer_1998`; they may fuse multiply-adds, the exact kernels never call it).
 
 Element-wise loops (``y[i] += w * x[i]``) need nothing of the kind: LLVM vectorises them as
 they are when their length is not a compile-time constant (a short constant loop is unrolled
@@ -167,3 +170,84 @@ def vsum(typingctx, a, a_off, n):
         return _emit_dots(context, builder, ta.dtype, [pa], None, args[2], (0,), 4)[0]
 
     return sig, codegen
+
+
+# ---------------------------------------------------------------- images in SIMD lanes
+
+def lane_block(channels: int, positions: int):
+    """An intrinsic for the evaluation kernels, whose arrays hold a block of images *in SIMD
+    lanes*: element ``(i, lane)`` at ``i * LANES + lane``, one register (``LANES`` = 8 float32
+    or 4 float64) per position ``i``, so every multiply-add works on ``LANES`` images at once.
+
+    ``block(x, xi, xs, offs, t0, nt, w, wi, wc, bias, bi, out, oi, oc)`` computes, for
+    ``c < channels`` and ``p < positions`` (all indices in registers, not floats)::
+
+        out[oi + c*oc + p] = bias[bi + c] + sum(w[wi + c*wc + t] * x[xi + p*xs + offs[t0 + t]]
+                                                for t in range(nt))
+
+    a convolution row (``offs``: the taps' places in the input, ``xs``: the stride), a pooling
+    row (four taps, stride 2) or ``channels`` rows of a matrix product (``positions`` = 1).
+    The ``channels * positions`` sums stay in registers for the whole tap loop; each tap loads
+    ``positions`` inputs and broadcasts ``channels`` weights. Keep ``channels * positions +
+    positions`` at most 15 (AVX2 has 16 registers) or the sums spill to memory.
+    """
+    @intrinsic
+    def block(typingctx, x, xi, xs, offs, t0, nt, w, wi, wc, bias, bi, out, oi, oc):
+        arrays = (x, w, bias, out)
+        if not (all(_is_vector(a) and a.dtype == x.dtype for a in arrays)
+                and isinstance(offs, types.Array) and offs.dtype == types.int64):
+            return None
+        i = types.intp
+        sig = types.void(x, i, i, offs, i, i, w, i, i, bias, i, out, i, i)
+
+        def codegen(context, builder, signature, args):
+            dtype = signature.args[0].dtype
+            lanes = REGISTER_BYTES // (dtype.bitwidth // 8)
+            vtype = ir.VectorType(context.get_value_type(dtype), lanes)
+            intp = context.get_value_type(types.intp)
+            px, po, pw, pb, pout = (_pointer(context, builder, signature.args[k], args[k],
+                                             ir.Constant(intp, 0)) for k in (0, 3, 6, 9, 11))
+            xi, xs, t0, nt, wi, wc, bi, oi, oc = (args[k] for k in (1, 2, 4, 5, 7, 8, 10, 12, 13))
+
+            def const(v):
+                return ir.Constant(intp, v)
+
+            def register(ptr, index):  # the register at position `index` of a lanes array
+                elem = builder.gep(ptr, [builder.mul(index, const(lanes))])
+                return builder.bitcast(elem, vtype.as_pointer())
+
+            def splat(value):
+                i32 = ir.IntType(32)
+                v = builder.insert_element(ir.Constant(vtype, ir.Undefined), value,
+                                           ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, lanes),
+                                                                [0] * lanes))
+
+            suffix = f"v{lanes}f{dtype.bitwidth}"
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vtype, [vtype] * 3), f"llvm.fma.{suffix}")
+            sums = []
+            for c in range(channels):
+                b = splat(builder.load(builder.gep(pb, [builder.add(bi, const(c))])))
+                sums.append([cgutils.alloca_once_value(builder, b) for _ in range(positions)])
+            with cgutils.for_range(builder, nt, intp=intp) as loop:
+                t = loop.index
+                base = builder.add(xi, builder.load(builder.gep(po, [builder.add(t0, t)])))
+                xv = [builder.load(register(px, builder.add(base, builder.mul(const(p), xs))),
+                                   align=dtype.bitwidth // 8) for p in range(positions)]
+                for c in range(channels):
+                    at = builder.add(builder.add(wi, builder.mul(const(c), wc)), t)
+                    wv = splat(builder.load(builder.gep(pw, [at])))
+                    for p in range(positions):
+                        acc = sums[c][p]
+                        builder.store(builder.call(fma, [wv, xv[p], builder.load(acc)]), acc)
+            for c in range(channels):
+                for p in range(positions):
+                    at = builder.add(builder.add(oi, builder.mul(const(c), oc)), const(p))
+                    builder.store(builder.load(sums[c][p]), register(pout, at),
+                                  align=dtype.bitwidth // 8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return block
