@@ -160,7 +160,7 @@ def _check_outputs(model, meta: dict, path: Path, engine: str) -> None:
     if engine == "torch":
         import torch
 
-        device = next(model.parameters()).device
+        device = next(iter([*model.parameters(), *model.buffers()])).device  # k-NN: buffers only
         with torch.no_grad():
             out = model(torch.from_numpy(probe).to(device)).float().cpu().numpy()
     else:
