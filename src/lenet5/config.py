@@ -91,10 +91,14 @@ class TrainConfig:
                                                            "displacement scale, pixels; 0: off")
     elastic_sigma: float = setting(4.0, gt=0, le=16, help="elastic distortion: smoothing "
                                                           "sigma, pixels")
-    augment_stroke: float = setting(0.0, ge=0, le=1, help="stroke width: blend towards a 3x3 "
-                                                          "dilation or erosion by U[-s, s]")
-    augment_noise: float = setting(0.0, ge=0, le=1, help="pixel noise: Gaussian std U[0, n] "
-                                                         "(or salt-and-pepper share n / 4)")
+    augment_stroke: float = setting(0.0, ge=0, le=3, help="stroke width (a quarter of the "
+                                                          "images): U[-s, s] 3x3 dilation or "
+                                                          "erosion steps")
+    augment_noise: float = setting(0.0, ge=0, le=1, help="pixel noise (a quarter): Gaussian "
+                                                         "std U[0, n] or salt-and-pepper "
+                                                         "share n / 4")
+    augment_blur: float = setting(0.0, ge=0, le=4, help="blur (a quarter): Gaussian sigma "
+                                                        "U[0, b], pixels")
     # optimisation
     epochs: int = setting(10, ge=1, le=10_000, help="passes over the training images")
     batch_size: int = setting(64, ge=1, le=65_536, help="images per update")
@@ -194,10 +198,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (Simard 2003), stroke width and pixel noise, longer; chosen on --val-split 10000.
     "robust": dict(
         model="lenet5-modern-bn", model_args={"dropout": 0.1},
-        optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128, epochs=30,
+        optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128, epochs=20,
         schedule="onecycle", distort=True, label_smoothing=0.05,
         distort_translate=3.0, distort_scale=0.15, distort_rotate=15.0,
-        elastic_alpha=34.0, elastic_sigma=4.0, augment_stroke=0.7, augment_noise=0.3,
+        elastic_alpha=34.0, elastic_sigma=4.0, augment_stroke=1.2, augment_noise=0.4,
+        augment_blur=1.2,
     ),
 }
 
@@ -267,8 +272,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.limit_train is None or cfg.val_split < cfg.limit_train,
          f"val_split {cfg.val_split} leaves none of the {cfg.limit_train} training images"),
         (cfg.engine != "compiled" or not (cfg.elastic_alpha or cfg.augment_stroke
-                                          or cfg.augment_noise),
-         "elastic_alpha, augment_stroke and augment_noise need engine torch or numpy "
+                                          or cfg.augment_noise or cfg.augment_blur),
+         "elastic_alpha and augment_* need engine torch or numpy "
          "(the compiled engine draws its own distortions)"),
     ]
     for ok, msg in checks:

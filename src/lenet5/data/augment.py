@@ -8,10 +8,13 @@ strokes, wobbly shapes, noisy photos. :class:`Augment` adds, after the affine wa
   displacement field, each component uniform in [-1, 1] per pixel, smoothed by a Gaussian of
   width ``sigma`` and scaled by ``alpha`` pixels (their settings: alpha 34, sigma 4, which took
   a simple CNN to 0.4% error);
-- **stroke width**: a per-image blend towards a 3x3 grey dilation (thicker) or erosion
-  (thinner), by t ~ U[-s, s];
-- **pixel noise**: additive Gaussian noise of a per-image standard deviation U[0, n], or, for
-  half the images, salt-and-pepper on a share U[0, n / 4] of the pixels.
+Per image at most one change of appearance, each for a quarter of the images:
+
+- **stroke width**: t ~ U[-s, s] steps of a 3x3 grey dilation (t > 0, thicker; a
+  whole step then a partial one when t > 1) or erosion (t < 0, thinner; at most ``THIN_MAX`` of a step);
+- **blur**: a Gaussian of sigma U[0, b];
+- **pixel noise**: additive Gaussian noise of a standard deviation U[0, n], or (for half)
+  salt-and-pepper on a share U[0, n / 4] of the pixels.
 
 All act on ``(N, 1, H, W)`` images in [0, 1] with background 0, draw from one
 ``torch.Generator`` and return images clipped to [0, 1]. The draws are made per batch on the
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+THIN_MAX = 0.6  # erosion steps at most: a whole step erases MNIST's thinnest strokes
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -33,23 +38,32 @@ class Augment:
 
     elastic_alpha: float = 0.0  # pixels; Simard 2003: 34
     elastic_sigma: float = 4.0  # pixels; Simard 2003: 4
-    stroke: float = 0.0  # blend towards dilation / erosion, t ~ U[-s, s]
+    stroke: float = 0.0  # dilation / erosion steps, t ~ U[-s, s]
     noise: float = 0.0  # largest Gaussian noise std (or salt-and-pepper share * 4)
+    blur: float = 0.0  # largest Gaussian blur sigma, pixels
 
     @property
     def active(self) -> bool:
-        return bool(self.elastic_alpha or self.stroke or self.noise)
+        return bool(self.elastic_alpha or self.stroke or self.noise or self.blur)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.shape[0] == 0:
             return x
+        n = x.shape[0]
         if self.elastic_alpha:
             x = elastic(x, self.elastic_alpha, self.elastic_sigma, generator)
+        # One change of appearance per image at most (stroke, blur or noise, a quarter each;
+        # a quarter keeps its look): stacked, they make digits no one could read.
+        kind = torch.randint(0, 4, (n,), generator=generator).view(-1, 1, 1, 1).to(x.device)
+        amount = torch.rand(n, generator=generator).to(x.device, x.dtype)
         if self.stroke:
-            t = (torch.rand(x.shape[0], generator=generator) * 2 - 1) * self.stroke
-            x = stroke_width(x, t.to(x.device, x.dtype))
-        if self.noise:
-            x = pixel_noise(x, self.noise, generator)
+            t = ((amount * 2 - 1) * self.stroke).clamp(min=-THIN_MAX)
+            t = torch.where(kind.view(-1) == 1, t, 0.0)
+            x = stroke_width(stroke_width(x, t.clamp(max=1)), (t - 1).clamp(min=0))
+        if self.blur and (i := (kind.view(-1) == 2).nonzero()[:, 0]).numel():
+            x = x.index_copy(0, i, blur(x[i], amount[i] * self.blur))
+        if self.noise and (i := (kind.view(-1) == 3).nonzero()[:, 0]).numel():
+            x = x.index_copy(0, i, pixel_noise(x[i], self.noise, generator))
         return x
 
 
@@ -92,6 +106,21 @@ def elastic(x: torch.Tensor, alpha: float, sigma: float,
     gy = (ys + disp[:, 1] + 0.5) * (2.0 / h) - 1
     grid = torch.stack([gx, gy], -1)  # (N, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image of ``(N, 1, H, W)`` blurred by its own Gaussian ``sigma`` (0: unchanged),
+    as ``G @ x @ G.T`` with per-image smoothing matrices (zero outside the image)."""
+    h, w = x.shape[-2:]
+    if h != w:
+        raise ValueError(f"blur needs square images, got {h}x{w}")
+    r = torch.arange(h, dtype=x.dtype, device=x.device)
+    d = (r[:, None] - r[None, :]) ** 2  # (H, H) squared distances (square images: H == W)
+    s = sigma.clamp(min=1e-3).view(-1, 1, 1)
+    g = torch.exp(-0.5 * d / s**2)
+    g = g / g.sum(-1, keepdim=True)  # normalised per row: the ink is kept away from the edges
+    g = torch.where(sigma.view(-1, 1, 1) > 0, g, torch.eye(h, dtype=x.dtype, device=x.device))
+    return (g[:, None] @ x @ g[:, None].transpose(-1, -2)).clamp_(0, 1)
 
 
 def stroke_width(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -175,7 +175,8 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
     if cfg.distort:
         distortion = Distortion(cfg.distort_translate, cfg.distort_scale, cfg.distort_squeeze,
                                 cfg.distort_shear, cfg.distort_rotate)
-    augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke, cfg.augment_noise)
+    augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke, cfg.augment_noise,
+                      cfg.augment_blur)
     return TensorLoader(*train_xy, cfg.batch_size, norm, shuffle=True, seed=cfg.seed,
                         distortion=distortion, rank=rank, world_size=world,
                         augment=augment if augment.active else None)
