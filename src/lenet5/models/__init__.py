@@ -194,3 +194,12 @@ register(ModelEntry(
 ))
 variant("lenet5-modern-bn", "lenet5-modern", "lenet5-modern with batch-norm after every conv "
         "and F6", batchnorm=True)
+
+# The other classifiers of the paper's Fig. 9 (issue 16): LeNet-1, LeNet-4, boosted LeNet-4 and
+# the baselines; their rows and options live in .fig9_spec.
+from .fig9_spec import FIG9_MODELS, FIG9_VARIANTS  # noqa: E402
+
+for _row in FIG9_MODELS:
+    register(ModelEntry(**_row))
+for _row in FIG9_VARIANTS:
+    variant(**_row)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..models.baselines import Counted
+from ..models.boosted import BoostedLeNet4
 from ..models.lenet5_1998 import EuclideanRBF, Subsampling, TableConv
 
 
@@ -24,6 +26,8 @@ def _layer_counts(module: nn.Module | None, out_shape: tuple[int, ...], in_shape
     units = _units(out_shape)
     if module is None:
         return 0, 0
+    if isinstance(module, Counted):  # Fig. 9's k-NN, PCA, RBF units: their own rule
+        return module.counts()
     convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, TableConv))]
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if convs:
@@ -47,6 +51,10 @@ def _layer_counts(module: nn.Module | None, out_shape: tuple[int, ...], in_shape
 
 
 def layer_table(model: nn.Module, input_size: int = 32) -> list[dict]:
+    if isinstance(model, BoostedLeNet4):  # every member's layers, as net1.c1, ...
+        return [{**row, "layer": f"{name}.{row['layer']}"}
+                for name in ("net1", "net2", "net3")
+                for row in layer_table(getattr(model, name), input_size)]
     was = model.training
     model.eval()
     with torch.no_grad():
