@@ -17,6 +17,8 @@ def register(sub) -> None:
                    help="run the model in PyTorch or the NumPy engine (default: torch)")
     p.add_argument("--top-k", type=int, default=3, help="how many of the likeliest classes to show (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON document with every result")
+    p.add_argument("--deslant", action="store_true",
+                   help="deslant each digit first (moment-based deskew, as Fig. 9's deslanted rows)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -33,7 +35,12 @@ def cmd_predict(args) -> int:
     results, failed = [], 0
     for path in args.images:
         try:
-            res = {"file": path, **predictor.predict(preprocess(load_image(path)), args.top_k)[0]}
+            digit = preprocess(load_image(path))
+            if args.deslant:
+                from ..data.deslant import deslant_images
+
+                digit = deslant_images(digit)
+            res = {"file": path, **predictor.predict(digit, args.top_k)[0]}
         except PredictError as e:
             failed += 1
             msg = str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}"  # always name the file
