@@ -13,6 +13,10 @@ KINDS = {
     "confusion": "confusion-matrix heatmap on the test set",
     "errors": "gallery of misclassified test digits",
     "classes": "per-class test accuracy bars",
+    "robustness": "test accuracy against corruption severity (rotation, shift, scale, squeeze, "
+                  "stroke width, noise, blur), one line per model (--compare)",
+    "animate": "a GIF of one digit (IMAGE or --test-index N) swept through --transform, with "
+               "the answer and feature maps frame by frame",
 }
 
 
@@ -25,16 +29,24 @@ def register(sub) -> None:
     p.add_argument("--data-dir", help="data root (default: $LENET5_DATA_DIR, else the user cache)")
     p.add_argument("--limit", type=int, help="confusion/errors/classes: first N test images only")
     p.add_argument("--max", type=int, default=60, help="errors: at most this many digits (default: 60)")
-    p.add_argument("--out", help="output .png or .svg (default KIND.png)")
+    p.add_argument("--out", help="output .png or .svg (default KIND.png; animate: .gif)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+                   help="robustness: more models drawn beside --model")
+    p.add_argument("--transform", default="rotate", metavar="KIND",
+                   help="animate: rotate, shift, scale, squeeze, stroke, noise, saltpepper or "
+                        "blur (default: rotate)")
+    p.add_argument("--frames", type=int, default=36, help="animate: frames (default: 36)")
     p.set_defaults(func=cmd_viz)
 
 
 def cmd_viz(args) -> int:
     from ..reporting import viz  # matplotlib loads only when a picture is drawn
 
-    out = args.out or f"{args.kind}.png"
+    out = args.out or f"{args.kind}.{'gif' if args.kind == 'animate' else 'png'}"
     if args.max < 1:
         raise ValueError(f"--max must be at least 1, got {args.max}")
+    if args.kind == "animate":
+        return cmd_animate(args, out)
     fig = make_figure(args)
     print(viz.save(fig, out))
     return 0
@@ -49,6 +61,8 @@ def make_figure(args):
         from ..models.bitmaps import rbf_prototypes
 
         return viz.prototypes(rbf_prototypes().numpy())
+    if args.kind == "robustness":
+        return robustness_figure(args)
     loaded = load(args.source)
     if args.kind == "curves":
         return viz.training_curves(loaded.history, loaded.meta["model"], "")
@@ -88,3 +102,34 @@ def feature_input(args, dataset: str):
     if not args.image:
         raise PredictError("viz features needs an IMAGE or --test-index N")
     return preprocess(load_image(args.image)), args.image
+
+
+def robustness_figure(args):
+    from ..data.datasets import load_split
+    from ..inference.predict import Predictor
+    from ..reporting import robustness
+
+    predictors = [Predictor.load(s) for s in [args.source, *args.compare]]
+    x, y = load_split("mnist", "test", args.data_dir)
+    n = len(x) if args.limit is None else args.limit
+    if not 0 < n <= len(x):
+        raise ValueError(f"--limit must be in [1, {len(x)}], got {n}")
+    results = robustness.curves(predictors, x[:n].astype("float32") / 255, y[:n])
+    return robustness.figure(results, f"accuracy on {n:,} corrupted MNIST test digits")
+
+
+def cmd_animate(args, out: str) -> int:
+    from pathlib import Path
+
+    from ..inference.predict import Predictor
+    from ..reporting.animate import gif
+
+    if not out.lower().endswith(".gif"):
+        raise ValueError(f"{out}: viz animate writes a .gif")
+    predictor = Predictor.load(args.source)
+    x, _ = feature_input(args, predictor.meta["dataset"])
+    data = gif(predictor, x, args.transform, args.frames)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_bytes(data)
+    print(out)
+    return 0

@@ -38,7 +38,9 @@ from .augment import smooth, stroke_width
 from .transforms import apply_affine
 
 
-def _affine(x: np.ndarray, **params: np.ndarray | float) -> np.ndarray:
+def affine(x: np.ndarray, **params: np.ndarray | float) -> np.ndarray:
+    """``(N, H, W)`` warped by :func:`~lenet5.data.transforms.apply_affine` (pixels, degrees;
+    each parameter a number or one per digit)."""
     n = x.shape[0]
     full = {"tx": 0.0, "ty": 0.0, "scale": 1.0, "squeeze": 0.0, "shear": 0.0, "rotate": 0.0}
     full.update(params)
@@ -50,24 +52,24 @@ def _affine(x: np.ndarray, **params: np.ndarray | float) -> np.ndarray:
 
 def rotate(x: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
     # apply_affine's y axis points down the image: a positive angle there turns clockwise.
-    return _affine(x, rotate=-float(degrees))
+    return affine(x, rotate=-float(degrees))
 
 
 def shift(x: np.ndarray, pixels: float, seed: int = 0) -> np.ndarray:
     angle = np.random.default_rng(seed).uniform(0, 2 * math.pi, x.shape[0])
-    return _affine(x, tx=pixels * np.cos(angle), ty=pixels * np.sin(angle))
+    return affine(x, tx=pixels * np.cos(angle), ty=pixels * np.sin(angle))
 
 
 def scale(x: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
     if factor <= 0:
         raise ValueError(f"scale factor must be positive, got {factor}")
-    return _affine(x, scale=float(factor))
+    return affine(x, scale=float(factor))
 
 
 def squeeze(x: np.ndarray, q: float, seed: int = 0) -> np.ndarray:
     if not -1 < q < 1:
         raise ValueError(f"squeeze must be in (-1, 1), got {q}")
-    return _affine(x, squeeze=float(q))
+    return affine(x, squeeze=float(q))
 
 
 def _strokes(x: np.ndarray, steps: float) -> np.ndarray:
