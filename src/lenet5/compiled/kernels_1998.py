@@ -34,6 +34,8 @@ PARAMS = (  # name, shape: the NumPy / torch model's params(), in order
 )
 OFFSETS = tuple(int(v) for v in np.cumsum([0] + [int(np.prod(s)) for _, s in PARAMS]))
 N_PARAMS = OFFSETS[-1]  # 60,000
+# F6's width is read from the length of theta (84, the paper's; 10 for Lush's lenet5, whose
+# last layer maps C5 straight to the 10 outputs): the offsets past C5 follow from it.
 
 C1_OUT, C1_IN = np.arange(6), np.zeros(6, np.int64)  # the 6 (output, input) pairs of C1
 C3_OUT = np.array([o for o, ins in enumerate(C3_TABLE) for _ in ins])  # Table I, packed order
@@ -53,16 +55,23 @@ Acts = namedtuple("Acts", "x y1 p2 y2 y3 p4 y4 y5 y6 out")
 Scratch = namedtuple("Scratch", "d_out d6 d5 d4 d3 dy2 d1 sq_x sq_y2 w3sq no_dx")
 
 
-def new_acts(batch: int, dtype) -> Acts:
+def new_acts(batch: int, dtype, f6: int = 84) -> Acts:
     e = lambda *shape: np.zeros((batch, *shape), dtype)  # noqa: E731
     return Acts(e(1024), e(6, 28 * 32), e(6, 196), e(6, 196), e(16, 10 * 14), e(16, 25),
-                e(400), e(120), e(84), e(10))
+                e(400), e(120), e(f6), e(10))
+
+
+@jit
+def f6_width(theta):
+    """F6's units, from the length of ``theta`` (or of a vector shaped like it)."""
+    return (theta.shape[0] - OFFSETS[10]) // 121
 
 
 @jit
 def new_scratch(dtype_like):
     t = dtype_like.dtype
-    return Scratch(np.zeros(10, t), np.zeros(84, t), np.zeros(120, t), np.zeros(400, t),
+    return Scratch(np.zeros(10, t), np.zeros(f6_width(dtype_like), t), np.zeros(120, t),
+                   np.zeros(400, t),
                    np.zeros((16, PAD + 140 + PAD), t), np.zeros((6, 196), t),
                    np.zeros((6, PAD + 896 + PAD), t), np.zeros((1, 1024), t),
                    np.zeros((6, 196), t), np.zeros((N_PAIRS3, 25), t), np.zeros((0, 0), t))
@@ -72,12 +81,14 @@ def new_scratch(dtype_like):
 def views(theta):
     """The layers' arrays, views of the flat ``theta`` (or of a gradient shaped like it)."""
     o = OFFSETS
+    n6 = f6_width(theta)
+    f6 = o[10] + n6 * 120  # F6's bias
     return Params(theta[o[0]:o[1]].reshape(6, 25), theta[o[1]:o[2]],
                   theta[o[2]:o[3]], theta[o[3]:o[4]],
                   theta[o[4]:o[5]].reshape(N_PAIRS3, 25),
                   theta[o[5]:o[6]], theta[o[6]:o[7]], theta[o[7]:o[8]],
                   theta[o[8]:o[9]].reshape(120, 400), theta[o[9]:o[10]],
-                  theta[o[10]:o[11]].reshape(84, 120), theta[o[11]:o[12]])
+                  theta[o[10]:f6].reshape(n6, 120), theta[f6:f6 + n6])
 
 
 # ---------------------------------------------------------------- one pattern
@@ -231,8 +242,11 @@ def curvature(theta, protos, tap, images, idx, divisor, shift, scale, a):
     return h
 
 
-# the parameters a fused step leaves to the generic update: C1-S4, C5's and F6's biases
-SMALL = ((OFFSETS[0], OFFSETS[8]), (OFFSETS[9], OFFSETS[10]), (OFFSETS[11], OFFSETS[12]))
+@jit
+def small_ranges(theta):
+    """The parameters a fused step leaves to the generic update: C1-S4, C5's and F6's biases."""
+    n = theta.shape[0]
+    return ((OFFSETS[0], OFFSETS[8]), (OFFSETS[9], OFFSETS[10]), (n - f6_width(theta), n))
 
 
 @jit
@@ -258,12 +272,13 @@ def train_pass(theta, grad, protos, tap, images, labels, order, divisor, shift, 
     inv_c5 = inv.c5w if opt_kind == updates.SDLM else none
     inv_f6 = inv.f6w if opt_kind == updates.SDLM else none
     total, errors, k = 0.0, 0, 0
+    small = small_ranges(theta)
     n = order.shape[0]
     for start in range(0, n, batch):
         size = min(batch, n - start)
         lr = lrs[k] if lrs.shape[0] > 1 else lrs[0]
         if fuse:
-            for lo, hi in SMALL:
+            for lo, hi in small:
                 grad[lo:hi] = 0
         else:
             grad[:] = 0
@@ -279,7 +294,7 @@ def train_pass(theta, grad, protos, tap, images, labels, order, divisor, shift, 
             else:
                 backward_one(P, G, protos, tap, a, 0, s)
         if fuse:
-            for lo, hi in SMALL:
+            for lo, hi in small:
                 updates.apply(opt_kind, theta[lo:hi], grad[lo:hi], buf1[lo:hi], buf2[lo:hi], lr,
                               hyper, step + k + 1, first and k == 0)
         else:

@@ -54,6 +54,7 @@ class CompiledModel:
             self.prototypes = state["rbf.prototypes"].copy()
             self._buffers["rbf.prototypes"] = self.prototypes
             self.tap = 1.0 if ref.config.subsample == "sum" else 0.25
+            self.f6 = int(ref.config.f6)  # 84, or 10 (Lush's lenet5)
         else:
             c = ref.config
             self.widths = np.array(c.widths, np.int64)
@@ -112,7 +113,7 @@ class CompiledModel:
         have = self._work.x.shape[0] if self._work is not None else 0
         if have < batch:
             if self.name == "lenet5-1998":
-                self._work = K98.new_acts(batch, self.dtype)
+                self._work = K98.new_acts(batch, self.dtype, self.f6)
             else:
                 self._work = KM.new_work(batch, self.widths, self.dtype)
         return self._work
@@ -177,9 +178,13 @@ class CompiledModel:
         shift, scale = _norm(normalization)
         out = np.zeros((len(idx), 10), self.dtype)
         self.train(False)
-        if self.name == "lenet5-1998":
+        if self.name == "lenet5-1998" and self.f6 == 84:
             I98.evaluate(self.theta, self.prototypes, self.tap, images, idx, divisor, shift,
                          scale, out)
+        elif self.name == "lenet5-1998":  # another F6 (Lush's 10 outputs): the exact kernels
+            for i in range(0, len(idx), batch_size):
+                out[i:i + batch_size] = self.forward(
+                    _fields(images[idx[i:i + batch_size]], divisor, shift, scale, self.dtype))
         else:
             w = self._workspace(min(batch_size, 256))  # the work arrays grow with the batch
             KM.evaluate(self.theta, self.offs, self.widths, self.stats, self.counts, self.act,
@@ -248,6 +253,16 @@ def _images(images) -> tuple[np.ndarray, float]:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x), 255.0
     return np.ascontiguousarray(x, np.float32 if x.dtype != np.float64 else np.float64), 1.0
+
+
+def _fields(images, divisor, shift, scale, dtype) -> np.ndarray:
+    """``(B, 1, 32, 32)`` normalised inputs from ``(B, h, w)`` pixels (centred, background 0),
+    as :func:`.inputs.load_pattern` makes them one at a time."""
+    n, h, w = images.shape
+    x = np.zeros((n, 1, 32, 32), np.float64)
+    top, left = (32 - h) // 2, (32 - w) // 2
+    x[:, 0, top:top + h, left:left + w] = images / divisor
+    return ((x - shift) * scale).astype(dtype)
 
 
 def _norm(normalization) -> tuple[float, float]:

@@ -182,7 +182,7 @@ def _import(path: str):
 register(ModelEntry(
     "lenet5-1998", LeNet1998Config, "lenet5.models.lenet5_1998:LeNet5",
     "lenet5.scratch.model:build_1998", head="rbf", normalization="paper", loss="map",
-    curvature=True, limits={"map_j": {"gt": 0.0}},
+    curvature=True, limits={"map_j": {"gt": 0.0}, "f6": {"ge": 1, "le": MAX_WIDTH}},
     description="LeNet-5 as published (1998): scaled tanh, trainable subsampling, "
                 "Table I's C3, RBF head",
 ))
@@ -192,6 +192,13 @@ register(ModelEntry(
     limits={"widths": {"ge": 1, "le": MAX_WIDTH}, "dropout": {"ge": 0.0, "lt": 1.0}},
     description="LeNet-5 with ReLU, max-pool and a softmax head",
 ))
+# Bottou's Lush lenet5.lsh (gblearn2 demo, QMNIST README; docs/results.md "paper gap"): the
+# 1998 maps with sum-subsampling and Lush's initialisation, and no 84-unit F6 or bitmap RBF:
+# 10 squashed outputs trained by MSE to +-1 targets, which is the MLE criterion against
+# one-hot +-1 prototypes (preset "lush" sets the loss and Lush's 0.01 input scaling).
+LUSH_OPTIONS = dict(f6=10, prototypes="onehot", subsample="sum", init="lush", init_bias="zero")
+variant("lenet5-lush", "lenet5-1998", "Lush's lenet5.lsh (Bottou): the 1998 maps, sum "
+        "subsampling, 120 -> 10 outputs, MSE to +-1 targets (51,046 parameters)", **LUSH_OPTIONS)
 variant("lenet5-modern-bn", "lenet5-modern", "lenet5-modern with batch-norm after every conv "
         "and F6", batchnorm=True)
 

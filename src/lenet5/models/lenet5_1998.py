@@ -125,6 +125,8 @@ class Subsampling(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels))  # the trainable coefficient
         self.bias = nn.Parameter(torch.empty(channels))
         init_params_(self.weight, self.bias, *fan, init, init_bias)
+        if init == "lush":  # Lush sets the coefficients to 1/sqrt(4), not drawn (spec.INIT_RULES)
+            nn.init.constant_(self.weight, init_range(fan[0], init))
 
     @property
     def tap(self) -> float:
@@ -158,11 +160,12 @@ class Full(nn.Linear):
 
 
 class EuclideanRBF(nn.Module):
-    """y_i = sum_j (x_j - w_ij)^2 against fixed +-1 prototypes (the 7x12 bitmaps of Fig. 3)."""
+    """y_i = sum_j (x_j - w_ij)^2 against fixed +-1 prototypes (the 7x12 bitmaps of Fig. 3;
+    or Lush's +-1 one-hot targets, when the distance is the squared error to them)."""
 
-    def __init__(self):
+    def __init__(self, kind: str = "bitmaps"):
         super().__init__()
-        self.register_buffer("prototypes", rbf_prototypes())  # (10, 84), not trainable
+        self.register_buffer("prototypes", rbf_prototypes(kind=kind))  # (10, 84), not trainable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ((x[:, None, :] - self.prototypes) ** 2).sum(-1)  # (B, 10)
@@ -183,8 +186,8 @@ class LeNet5(nn.Module):
         self.c3 = TableConv(C3_TABLE, 6, **init)  # fan["c3"]: Table I's, from the table itself
         self.s4 = Subsampling(16, c.subsample, **init, fan=fan["s4"])
         self.c5 = Conv(16, 120, **init, fan=fan["c5"])
-        self.f6 = Full(120, 84, **init, fan=fan["f6"])
-        self.rbf = EuclideanRBF()
+        self.f6 = Full(120, c.f6, **init, fan=fan["f6"])
+        self.rbf = EuclideanRBF(c.prototypes)
 
     def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Squashed outputs of every layer, plus the RBF distances under ``"out"``."""

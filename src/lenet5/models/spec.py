@@ -82,10 +82,21 @@ def bitmap_strings() -> list[list[str]]:
     return [[row[d] for row in rows] for d in range(10)]
 
 
-def prototype_values() -> list[list[float]]:
-    """``[digit][pixel]``: 10 lists of 84 values, ink +1 and paper -1, row-major over 12x7."""
+def prototype_values(kind: str = "bitmaps") -> list[list[float]]:
+    """``[digit][unit]``: the RBF prototypes. ``bitmaps``: 10 lists of 84 values, ink +1 and
+    paper -1, row-major over 12x7 (Fig. 3). ``onehot``: 10 lists of 10, +1 for the digit and
+    -1 elsewhere: the targets of Bottou's Lush ``lenet5.lsh`` (MSE to +-1 over 10 outputs, no
+    RBF layer), for which the distance to a prototype is that squared error."""
+    if kind == "onehot":
+        return [[1.0 if j == i else -1.0 for j in range(10)] for i in range(10)]
+    if kind != "bitmaps":
+        raise ValueError(f"prototypes must be one of {', '.join(PROTOTYPES)}; got {kind!r}")
     return [[1.0 if ch == "#" else -1.0 for row in digit for ch in row]
             for digit in bitmap_strings()]
+
+
+PROTOTYPES = ("bitmaps", "onehot")
+PROTOTYPE_WIDTH = {"bitmaps": WIDTH * HEIGHT, "onehot": 10}  # the F6 width each one needs
 
 
 # Appendix A draws every weight from U[-r, r] with r = 2.4 / F (F = fan-in). Taken literally,
@@ -95,7 +106,10 @@ def prototype_values() -> list[list[float]]:
 # the rule ("the initial standard deviation of the weighted sums in the same range for each unit,
 # and within the normal operating region of the sigmoid") and its pass-1 step range (7e-5 to
 # 0.016) both match r = 2.4 / sqrt(F) instead, which is therefore the default.
-INIT_RULES = ("sqrt-fanin", "fanin")
+# "lush": Lush's ``(forget 1 2)`` in ``lenet5.lsh`` (gblearn2; its C++ port eblearn's
+# ``forget_param_linear(1, 0.5)``): U[-1/sqrt(F), 1/sqrt(F)], biases zero, and each
+# subsampling coefficient set to 1/sqrt(4) = 0.5 (not drawn).
+INIT_RULES = ("sqrt-fanin", "fanin", "lush")
 
 
 def init_range(fan_in: float, rule: str) -> float:
@@ -104,6 +118,8 @@ def init_range(fan_in: float, rule: str) -> float:
         return 2.4 / fan_in
     if rule == "sqrt-fanin":
         return 2.4 / fan_in**0.5
+    if rule == "lush":
+        return 1.0 / fan_in**0.5
     raise ValueError(f"init must be one of {', '.join(INIT_RULES)}; got {rule!r}")
 
 
@@ -115,12 +131,20 @@ class LeNet1998Config:
     init: str = "sqrt-fanin"  # "fanin": U[-2.4/F, 2.4/F] as printed; "sqrt-fanin": 2.4/sqrt(F)
     init_bias: str = "fanin"  # "fanin": drawn like the unit's weights | "zero"
     map_j: float = 0.1
+    # The output: F6's width and the RBF's fixed prototypes. "bitmaps" (84, Fig. 3), or
+    # "onehot" (10): Lush's lenet5 has no 84-unit layer; its last layer maps C5's 120 units to
+    # 10 squashed outputs trained by MSE to +-1 targets (models.LUSH_OPTIONS).
+    f6: int = 84
+    prototypes: str = "bitmaps"
 
     def __post_init__(self) -> None:
         for name, allowed in (("subsample", ("sum", "average")), ("init", INIT_RULES),
-                              ("init_bias", ("fanin", "zero"))):
+                              ("init_bias", ("fanin", "zero")), ("prototypes", PROTOTYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.f6 != PROTOTYPE_WIDTH[self.prototypes]:
+            raise ValueError(f"prototypes {self.prototypes} need f6 = "
+                             f"{PROTOTYPE_WIDTH[self.prototypes]}, not {self.f6}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -42,9 +42,10 @@ from .layers import (
 from .losses import logsumexp
 
 
-def rbf_prototypes(dtype=np.float32) -> np.ndarray:
-    """``(10, 84)`` of +-1 from the 7x12 bitmaps of Fig. 3: ink +1, paper -1, row-major."""
-    return np.array(prototype_values(), dtype)
+def rbf_prototypes(dtype=np.float32, kind: str = "bitmaps") -> np.ndarray:
+    """``(10, 84)`` of +-1 from the 7x12 bitmaps of Fig. 3: ink +1, paper -1, row-major (or
+    ``kind="onehot"``: ``(10, 10)``, Lush's +-1 targets)."""
+    return np.array(prototype_values(kind), dtype)
 
 
 def copy_state(name: str, own: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
@@ -200,7 +201,7 @@ def fanin_uniform(rng: np.random.Generator, shape, fan_in, dtype, rule: str = "s
 def build_1998(c: LeNet1998Config, dtype, rng: np.random.Generator) -> Model:
     c1, c3 = Conv2d(1, 6, dtype=dtype, input_grad=False), TableConv(C3_TABLE, 6, dtype=dtype)
     s2, s4 = Subsampling(6, c.subsample, dtype), Subsampling(16, c.subsample, dtype)
-    c5, f6 = Conv2d(16, 120, dtype=dtype), Linear(120, 84, dtype=dtype)
+    c5, f6 = Conv2d(16, 120, dtype=dtype), Linear(120, c.f6, dtype=dtype)
     # Fan-ins from the spec's table, drawn in the torch model's order (c1, s2, c3, s4, c5, f6).
     fan = fan_in_1998()
     c3_kernel, c3_map = (np.array(f) for f in fan["c3"])
@@ -210,6 +211,9 @@ def build_1998(c: LeNet1998Config, dtype, rng: np.random.Generator) -> Model:
         w, b = layer.params["weight"], layer.params["bias"]
         w[...] = fanin_uniform(rng, w.shape, w_fan, dtype, c.init)
         b[...] = fanin_uniform(rng, b.shape, b_fan, dtype, c.init) if c.init_bias == "fanin" else 0
+    if c.init == "lush":  # Lush sets the coefficients to 1/sqrt(4), not drawn (spec.INIT_RULES)
+        for layer in (s2, s4):
+            layer.params["weight"][...] = init_range(fan["s2"][0], c.init)
     return Model("lenet5-1998", c, [
         ("c1", [("c1", c1), (None, ScaledTanh())]),  # (6, 28, 28, B)
         ("s2", [("s2", s2), (None, ScaledTanh())]),  # (6, 14, 14, B)
@@ -217,7 +221,7 @@ def build_1998(c: LeNet1998Config, dtype, rng: np.random.Generator) -> Model:
         ("s4", [("s4", s4), (None, ScaledTanh())]),  # (16, 5, 5, B)
         ("c5", [("c5", c5), (None, ScaledTanh())]),  # (120, 1, 1, B)
         ("f6", [(None, Flatten()), ("f6", f6), (None, ScaledTanh())]),  # (84, B)
-        ("out", [("rbf", EuclideanRBF(rbf_prototypes(dtype)))]),  # (10, B) distances
+        ("out", [("rbf", EuclideanRBF(rbf_prototypes(dtype, c.prototypes)))]),  # (10, B)
     ], "rbf", dtype)
 
 
