@@ -188,7 +188,7 @@ def _classes(v: Any) -> str | None:
     return None if ok else "must be a list of 10 class names"
 
 
-NORMALIZATION_MODES = ("paper", "standard", "none")  # lenet5.data.transforms.Normalization.make
+NORMALIZATION_MODES = ("paper", "standard", "none", "lush")  # lenet5.data.transforms.Normalization.make
 
 
 def _normalization(v: Any) -> str | None:

@@ -53,7 +53,9 @@ class Normalization:
             return cls("standard", spec.mean, 1.0 / spec.std)
         if mode == "none":
             return cls("none", 0.0, 1.0)
-        raise ValueError(f"unknown normalization {mode!r}; choose paper, standard or none")
+        if mode == "lush":  # Lush's lenet5 demo: pixel values (0-255) x 0.01, background 0
+            return cls("lush", 0.0, 2.55)
+        raise ValueError(f"unknown normalization {mode!r}; choose paper, standard, none or lush")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift) * self.scale

@@ -125,9 +125,11 @@ class Engine(ABC):
         """One optimiser update on a batch; returns ``(loss summed over it, errors)``."""
 
     def begin_epoch(self, epoch: int, loader: TensorLoader) -> None:
-        """Before pass ``epoch`` (0-based): SDLM's curvature for the pass. Engines that draw
-        their own random numbers (dropout masks) reseed them here from ``(seed, epoch)``."""
-        if self.cfg.optimizer == "sdlm":
+        """Before pass ``epoch`` (0-based): SDLM's curvature for the pass (every
+        ``sdlm_every`` passes; between, the last estimate holds, and a resumed run has it from
+        its checkpoint). Engines that draw their own random numbers (dropout masks) reseed them
+        here from ``(seed, epoch)``."""
+        if self.cfg.optimizer == "sdlm" and epoch % self.cfg.sdlm_every == 0:
             self.set_curvature(curvature_batch(loader, self.cfg.sdlm_samples))
 
     def train_epoch(self, loader: TensorLoader, step_lr: StepLr | None = None,

@@ -29,6 +29,7 @@ from ..config import PER_STEP_SCHEDULES, TrainConfig, validate
 from ..data.augment import Augment
 from ..data.datasets import get_spec, load_split
 from ..data.loader import TensorLoader
+from ..data.pool import PoolLoader
 from ..data.transforms import Distortion, Normalization, to_unit
 from ..models import get_entry, make_config
 from .ema import WeightAverage
@@ -177,7 +178,11 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
                                 cfg.distort_shear, cfg.distort_rotate)
     augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke, cfg.augment_noise,
                       cfg.augment_blur)
-    return TensorLoader(*train_xy, cfg.batch_size, norm, shuffle=True, seed=cfg.seed,
+    if cfg.distort_pool:  # the paper's protocol: copies drawn once, passes drawn from them
+        return PoolLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
+                          rank=rank, world_size=world, augment=augment if augment.active else None,
+                          pool_distortion=distortion, copies=cfg.distort_pool)
+    return TensorLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
                         distortion=distortion, rank=rank, world_size=world,
                         augment=augment if augment.active else None)
 
