@@ -388,12 +388,15 @@ class RBFNetwork(ClosedForm):
         for cls in range(10):
             mine = a[y == cls]
             c, s = kmeans(mine, min(per, mine.shape[0]), seed=cls)
-            c = torch.cat([c, c[: per - c.shape[0]]]) if c.shape[0] < per else c
-            s = torch.cat([s, s[: per - s.shape[0]]]) if s.shape[0] < per else s
-            centres.append(c)
-            spreads.append(s)
+            times = -(-per // c.shape[0])  # fewer patterns than units: centres repeat
+            centres.append(c.repeat(times, 1)[:per])
+            spreads.append(s.repeat(times)[:per])
         spread = torch.cat(spreads)
-        spread = torch.where(spread > 0, spread, spread[spread > 0].mean())  # lone members
+        # A centre alone with its pattern has no spread: it takes the others' mean (or, when
+        # none has any, the patterns' own spread about their mean).
+        whole = a.var(0).sum()
+        some = spread > 1e-4 * whole  # (above rounding: distances are differences of squares)
+        spread = torch.where(some, spread, spread[some].mean() if some.any() else whole)
         self.gauss.centres.copy_(torch.cat(centres))
         self.gauss.inv_width.copy_(1.0 / (2 * spread))  # exp(-d^2 / (2 sigma^2)), sigma^2 = spread
         h = torch.cat([self.gauss(a[i : i + 4096]) for i in range(0, a.shape[0], 4096)])
