@@ -159,7 +159,8 @@ def test_knn_equals_brute_force(digits):
         labels = ys[:n][want]
         counts = np.bincount(labels, minlength=10).astype(float)
         counts[labels[0]] += 0.5
-        assert np.array_equal(votes[b].numpy(), counts)
+        assert np.array_equal(np.floor(2 * votes[b].numpy()) / 2, counts)  # + closeness < 0.25
+        assert votes[b].argmax() == counts.argmax()
     # Stored in 8 bits: within half a level of the patterns it was given.
     given_ = model.retina(NORM(to_unit(xs[:n]))).numpy()
     assert np.abs(stored - given_).max() <= step / 2 + 1e-6
