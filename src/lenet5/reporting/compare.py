@@ -352,6 +352,7 @@ def write_outputs(results: list[dict], opts: Options) -> None:
 
 def bar_chart(results: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -366,6 +367,10 @@ def bar_chart(results: list[dict], path: Path) -> None:
     ax.set_yticks(y, [r["label"] for r in results], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlim(0.3, 1.3 * max(v for v in ours + paper if not math.isnan(v)))
+    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100) if t < ax.get_xlim()[1]]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("test error % (log scale)")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("MNIST test error: the paper's Fig. 9 and this project", fontsize=10)
