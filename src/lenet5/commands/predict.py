@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document with every result")
     p.add_argument("--deslant", action="store_true",
                    help="deslant each digit first (moment-based deskew, as Fig. 9's deslanted rows)")
+    p.add_argument("--no-reject", dest="reject", action="store_false",
+                   help="always answer a digit, even for an image that shows none (default: "
+                        "'no digit' or 'unsure' where the model has a reject calibration)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -31,7 +34,7 @@ def add_source_argument(p) -> None:
 
 
 def cmd_predict(args) -> int:
-    predictor = Predictor.load(args.source, engine=args.engine)
+    predictor = Predictor.load(args.source, engine=args.engine, reject=args.reject)
     results, failed = [], 0
     for path in args.images:
         try:
@@ -51,7 +54,7 @@ def cmd_predict(args) -> int:
             print(format_result(res))
     if args.json:
         print(json.dumps({"model": predictor.name, "posterior": predictor.posterior,
-                          "results": results}, indent=2))
+                          "reject": reject_facts(predictor), "results": results}, indent=2))
     elif predictor.posterior == "map-rbf":
         print("(probabilities: MAP posterior of the RBF distances, P(i) = exp(-y_i) / "
               "(exp(-j) + sum_k exp(-y_k)); the rest is the rubbish class)")
@@ -59,6 +62,20 @@ def cmd_predict(args) -> int:
 
 
 def format_result(res: dict) -> str:
-    top = "  ".join(f"{label}: {p * 100:5.1f}%" for label, p in res["top_k"])
+    """``file: 7   7: 99.1%  ...``: probabilities over the ten digits (the RBF posterior's
+    rubbish mass shown apart); a refused image: ``file: no digit (why)  guess 3``."""
+    digits = res.get("digit_probs", res["probs"])
+    top = "  ".join(f"{label}: {digits[label] * 100:5.1f}%" for label, _ in res["top_k"])
     extra = f"  (rubbish {res['rubbish'] * 100:.1f}%)" if "rubbish" in res else ""
+    if res["label"] is None:
+        return f"{res['file']}: {res['verdict']}   ({res['reason']}; guess {top}){extra}"
     return f"{res['file']}: {res['label']}   {top}{extra}"
+
+
+def reject_facts(predictor) -> dict | None:
+    """The reject option's operating point, as the JSON output states it (None: off)."""
+    r = predictor.rejector
+    if r is None:
+        return None
+    return {"no_digit_threshold": r.no_digit, "unsure_below": r.unsure,
+            "calibration": {k: v for k, v in r.calibration.items() if k != "digit_ink"}}

@@ -6,6 +6,12 @@ probabilities: softmax for a logits head; for the RBF head the MAP criterion's p
 (Eq. 9), P(i) = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)), whose remainder is the "rubbish" class.
 Either engine runs the model: ``Predictor.load(source, engine="torch" | "numpy")``, where
 ``source`` is anything :func:`lenet5.inference.load.load` accepts.
+
+Every result also has ``digit_probs``, the probabilities over the ten digits alone (for the RBF
+head, the posterior without its rubbish mass, which is shown apart). When the model has a
+reject calibration (:mod:`.reject`) and ``reject`` is on, an image that shows no digit, or no
+clear one, gets ``"label": None``, a ``verdict`` ("no digit" or "unsure"), a ``reason`` and the
+model's ``guess``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class Predictor:
     (by default: whichever ``model`` is).
     """
 
-    def __init__(self, model, meta: dict, name: str, engine: str | None = None):
+    def __init__(self, model, meta: dict, name: str, engine: str | None = None, rejector=None):
         from ..data.transforms import Normalization
         from ..scratch import Model as NumpyModel
 
@@ -48,20 +54,26 @@ class Predictor:
         self.classes = list(meta.get("classes", [str(i) for i in range(10)]))
         # How probabilities are made, stated in every result.
         self.posterior = "map-rbf" if self.head == "rbf" else "softmax"
+        self.rejector = rejector  # a reject.Rejector, or None: every image gets a digit
 
     @classmethod
     def load(cls, source: str | Path | None = None, *, engine: str = "torch",
-             name: str | None = None) -> Predictor:
+             name: str | None = None, reject: bool = True) -> Predictor:
         """The model ``source`` names (a run, a checkpoint file, a bundled name; None: the
-        default bundled model), through :func:`lenet5.inference.load.load`."""
+        default bundled model), through :func:`lenet5.inference.load.load`; with its reject
+        calibration when it has one and ``reject`` is on."""
         from .load import load
 
-        return cls.from_loaded(load(source, engine=engine), name)
+        return cls.from_loaded(load(source, engine=engine), name, reject)
 
     @classmethod
-    def from_loaded(cls, loaded, name: str | None = None) -> Predictor:
+    def from_loaded(cls, loaded, name: str | None = None, reject: bool = True) -> Predictor:
         """From what :func:`lenet5.inference.load.load` returned."""
-        return cls(loaded.model, loaded.meta, name or loaded.name, loaded.engine)
+        from .reject import Rejector, path_for
+
+        file = path_for(loaded.path, loaded.run_dir)
+        rejector = Rejector.from_file(file) if reject and file.is_file() else None
+        return cls(loaded.model, loaded.meta, name or loaded.name, loaded.engine, rejector)
 
     def _input(self, x: np.ndarray) -> np.ndarray:
         """``(N, 1, 32, 32)`` float32: the digits padded by the paper's 2 pixels, normalised."""
@@ -116,24 +128,53 @@ class Predictor:
         For the RBF head also ``distances`` (the RBF outputs) and ``rubbish``: the MAP
         posterior's remaining mass, exp(-j) / Z.
         """
+        if self.rejector is not None:
+            return self.predict_with_features(x, top_k)[0]
         return self._results(*self.outputs(x), top_k)
 
     def predict_with_features(self, x: np.ndarray, top_k: int = 3) -> tuple[list[dict], dict]:
         """``predict`` and ``features`` of a batch ``(N, 28, 28)`` from one forward pass."""
         out, probs, feats = self._forward(self._input(x), features=True)
         maps = {name: feats[name.lower()] for name in LAYERS}
-        return self._results(probs, out, top_k), maps
+        verdicts = None
+        if self.rejector is not None:
+            from .reject import digit_probs, evidence
 
-    def _results(self, probs: np.ndarray, raw: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+            ev = evidence(np.asarray(x, np.float32).reshape(-1, FIELD, FIELD), probs, out, maps,
+                          self.head)
+            verdicts = self.rejector.decide(ev, digit_probs(probs))
+        return self._results(probs, out, top_k, verdicts), maps
+
+    def evidence(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """What the reject option reads, ``(N, D)``, and the digit probabilities ``(N, 10)``
+        of preprocessed digits ``(N, 28, 28)`` in [0, 1]."""
+        from .reject import digit_probs, evidence
+
+        evs, dps = [], []
+        for i in range(0, len(x), batch_size):
+            xb = np.asarray(x[i : i + batch_size], np.float32)
+            out, probs, feats = self._forward(self._input(xb), features=True)
+            maps = {name: feats[name.lower()] for name in LAYERS}
+            evs.append(evidence(xb, probs, out, maps, self.head))
+            dps.append(digit_probs(probs))
+        return np.concatenate(evs), np.concatenate(dps)
+
+    def _results(self, probs: np.ndarray, raw: np.ndarray, top_k: int,
+                 verdicts: list | None = None) -> list[dict[str, Any]]:
         k = max(1, min(int(top_k), probs.shape[1]))
         results = []
-        for p, r in zip(probs, raw):
+        for n, (p, r) in enumerate(zip(probs, raw)):
             order = np.argsort(-p, kind="stable")[:k]
+            digits = p / max(float(p.sum()), 1e-30)
             res = {"label": int(order[0]), "probs": [float(v) for v in p],
-                   "top_k": [[int(i), float(p[i])] for i in order], "posterior": self.posterior}
+                   "top_k": [[int(i), float(p[i])] for i in order], "posterior": self.posterior,
+                   "digit_probs": [float(v) for v in digits]}
             if self.head == "rbf":
                 res["distances"] = [float(v) for v in r]
                 res["rubbish"] = float(max(0.0, 1.0 - p.sum()))
+            if verdicts is not None and verdicts[n][0] is not None:
+                res.update(label=None, guess=int(order[0]), verdict=verdicts[n][0],
+                           reason=verdicts[n][1])
             results.append(res)
         return results
 

@@ -4,7 +4,8 @@ Routes:
 
 - ``GET /``: the page (``static/``: plain HTML, CSS and JS, no CDN, no external fonts);
 - ``POST /api/predict``: an image or 28x28 pixels in, label, probabilities, top-k, latency and
-  model name out; ``?features=1`` adds the 28x28 input as the model saw it and the C1 and C3
+  model name out (``label`` null with a ``verdict`` and ``reason`` when the model's reject
+  option finds no digit, or no clear one); ``?features=1`` adds the 28x28 input as the model saw it and the C1 and C3
   feature maps (the page draws them, like LeCun's 1993 demo), as nested lists or, with
   ``&encoding=uint8`` (what the page asks for), one byte a number in base64;
 - ``GET /api/models``, ``GET /healthz``, and the OpenAPI docs at ``/docs`` (offline: :mod:`.docs`).
@@ -76,9 +77,14 @@ class EncodedArray(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
-    label: int
+    label: int | None = Field(description="the digit; null when the reject option refuses the "
+                                          "image (see verdict and reason)")
     probs: list[float]
     top_k: list[tuple[int, float]]
+    digit_probs: list[float] | None = None  # over the ten digits alone (rubbish left out)
+    verdict: str | None = None  # "no digit" or "unsure" when refused
+    reason: str | None = None  # why, in words
+    guess: int | None = None  # refused: the digit the model would have answered
     posterior: str | None = None  # "softmax", or "map-rbf" for the 1998 RBF head
     rubbish: float | None = None  # map-rbf: the posterior mass of "none of these"
     distances: list[float] | None = None  # map-rbf: the RBF outputs (distance to each prototype)

@@ -1,6 +1,9 @@
 // Draw-a-digit page: pointer strokes on a canvas, sent as a PNG to /api/predict (the same
 // load_image + preprocess path as `lenet5 predict`), the answer drawn back: label, a bar per
-// class, the 28x28 input as the model saw it, and the C1 / C3 feature maps.
+// class, the 28x28 input as the model saw it, and the C1 / C3 feature maps. The transform
+// panel turns, moves, scales, thins or thickens and adds noise to the 28x28 digit the server
+// made from the drawing, and asks again with those pixels: the answer and maps follow live.
+// A model with a reject option may answer "no digit" or "unsure" (label null, a reason).
 "use strict";
 
 (() => {
@@ -23,6 +26,7 @@
   let active = null; // {id, points} while a pointer is down
   let timer = null;
   let seq = 0; // the latest request; older answers are dropped
+  let base = null; // the drawing as the server preprocessed it: {shape, values} 28x28
 
   // ---- drawing -------------------------------------------------------------------------
   function paint() {
@@ -103,6 +107,102 @@
   });
   modelSel.addEventListener("change", () => changed(0));
 
+  // ---- the transform panel -------------------------------------------------------------
+  const T = {
+    rotate: ["t-rotate", (v) => `${v}°`], dx: ["t-dx", (v) => `${v} px`],
+    dy: ["t-dy", (v) => `${v} px`], scale: ["t-scale", (v) => `${v}%`],
+    stroke: ["t-stroke", (v) => (v > 0 ? `+${v}` : `${v}`)], noise: ["t-noise", (v) => `${v}`],
+  };
+  function settings() {
+    const out = {};
+    for (const [k, [id, fmt]] of Object.entries(T)) {
+      out[k] = Number($(id).value);
+      $(`${id}-v`).textContent = fmt(out[k]);
+    }
+    return out;
+  }
+  function identity(t) {
+    return !t.rotate && !t.dx && !t.dy && t.scale === 100 && !t.stroke && !t.noise;
+  }
+  for (const [id] of Object.values(T)) {
+    $(id).addEventListener("input", () => {
+      settings();
+      if (base && strokes.length) {
+        document.body.dataset.state = "pending";
+        clearTimeout(timer);
+        timer = setTimeout(predictPixels, 40);
+      }
+    });
+  }
+  $("t-reset").addEventListener("click", () => {
+    for (const [id] of Object.values(T)) $(id).value = $(id).defaultValue;
+    $(T.rotate[0]).dispatchEvent(new Event("input"));
+  });
+
+  // The digit (28x28, ink 1) warped about its centre (bilinear; background 0 outside): turned
+  // counter-clockwise by `rotate` degrees, scaled, shifted; then strokes grown or eroded by
+  // 3x3 grey steps, then Gaussian noise of std `noise` (one fixed draw, so it does not flicker).
+  // The same corruptions as lenet5.data.corruptions.
+  const N = 28, C = 13.5;
+  const NOISE = (() => {
+    let x = 12345;
+    const u = () => ((x = (x * 1103515245 + 12345) % 2147483648) + 1) / 2147483649;
+    return Float32Array.from({ length: N * N }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
+  })();
+  function transformed(a, t) {
+    const src = a.values, out = new Float32Array(N * N);
+    const th = (t.rotate * Math.PI) / 180, s = t.scale / 100, cos = Math.cos(th), sin = Math.sin(th);
+    const at = (x, y) => (x < 0 || y < 0 || x >= N || y >= N ? 0 : src[y * N + x]);
+    for (let y = 0; y < N; y++) {
+      for (let x = 0; x < N; x++) {
+        const dx = x - C - t.dx, dy = y - C - t.dy;
+        const xi = (cos * dx - sin * dy) / s + C, yi = (sin * dx + cos * dy) / s + C;
+        const x0 = Math.floor(xi), y0 = Math.floor(yi), fx = xi - x0, fy = yi - y0;
+        out[y * N + x] = (1 - fy) * ((1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)) +
+          fy * ((1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1));
+      }
+    }
+    let v = out;
+    for (let left = Math.abs(t.stroke); left > 1e-9; left -= 1) {
+      const step = Math.min(1, left), grow = t.stroke > 0, next = new Float32Array(N * N);
+      for (let y = 0; y < N; y++) {
+        for (let x = 0; x < N; x++) {
+          let m = v[y * N + x];
+          for (let j = -1; j <= 1; j++) {
+            for (let i = -1; i <= 1; i++) {
+              const q = x + i < 0 || y + j < 0 || x + i >= N || y + j >= N ? 0 : v[(y + j) * N + x + i];
+              m = grow ? Math.max(m, q) : Math.min(m, q);
+            }
+          }
+          next[y * N + x] = v[y * N + x] + step * (m - v[y * N + x]);
+        }
+      }
+      v = next;
+    }
+    return Array.from({ length: N }, (_, y) => Array.from({ length: N }, (_, x) =>
+      Math.min(1, Math.max(0, v[y * N + x] + t.noise * NOISE[y * N + x]))));
+  }
+
+  async function predictPixels() {
+    timer = null;
+    const mine = ++seq;
+    const settled = () => mine === seq && timer === null;
+    try {
+      const query = new URLSearchParams({ features: "1", encoding: "uint8", top_k: "3" });
+      const body = { pixels: transformed(base, settings()), preprocess: false };
+      if (modelSel.value) body.model = modelSel.value;
+      const res = await fetch(`/api/predict?${query}`, {
+        method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" },
+      });
+      const data = await res.json();
+      if (!settled()) return;
+      if (res.ok) show(data);
+      else showError(data.error || `error ${res.status}`);
+    } catch (err) {
+      if (settled()) showError(`no answer from the server (${err.message})`);
+    }
+  }
+
   // ---- asking the server ---------------------------------------------------------------
   // body[data-state]: idle (nothing drawn), pending (an answer is due), done, error.
   function changed(delay) {
@@ -130,8 +230,14 @@
       const res = await fetch(`/api/predict?${query}`, { method: "POST", body: form });
       const data = await res.json();
       if (!settled()) return;
-      if (res.ok) show(data);
-      else showError(data.error || `error ${res.status}`);
+      if (!res.ok) {
+        base = null;
+        showError(data.error || `error ${res.status}`);
+      } else {
+        base = decode(data.input);
+        if (identity(settings())) show(data);
+        else predictPixels();
+      }
     } catch (err) {
       if (settled()) showError(`no answer from the server (${err.message})`);
     }
@@ -153,13 +259,21 @@
   }
 
   // ---- showing the answer --------------------------------------------------------------
+  // Probabilities over the ten digits (digit_probs); the 1998 model's rubbish mass apart.
   function show(d) {
-    out.textContent = String(d.label);
-    out.dataset.label = String(d.label);
-    const p = d.probs[d.label];
-    confidence.textContent = `${(100 * p).toFixed(1)}% sure (${d.model}, ${d.latency_ms.toFixed(1)} ms)`;
+    const digits = d.digit_probs || d.probs;
+    const refused = d.label === null;
+    out.classList.toggle("refused", refused);
+    out.textContent = refused ? d.verdict : String(d.label);
+    out.dataset.label = refused ? "" : String(d.label);
+    out.dataset.verdict = refused ? d.verdict : "";
+    const rubbish = d.rubbish == null ? "" : `; rubbish class ${(100 * d.rubbish).toFixed(0)}%`;
+    const who = `(${d.model}, ${d.latency_ms.toFixed(1)} ms)`;
+    confidence.textContent = refused
+      ? `${d.reason} ${who}`
+      : `${(100 * digits[d.label]).toFixed(1)}% sure among the ten digits${rubbish} ${who}`;
     status.textContent = "";
-    d.probs.forEach((q, i) => setBar(i, q, i === d.label));
+    digits.forEach((q, i) => setBar(i, q, !refused && i === d.label, refused && i === d.guess));
     drawGray($("input28"), decode(d.input), 0, 1);
     drawMaps($("c1"), d.features.C1);
     drawMaps($("c3"), d.features.C3);
@@ -172,20 +286,32 @@
     confidence.textContent = "";
     status.textContent = message;
     bars.forEach((_, i) => setBar(i, 0, false));
+    out.classList.remove("refused");
     document.body.dataset.state = "error";
   }
 
+  // Light tiles where the maps will be: the idle page has no black squares or empty rows.
+  function placeholders(box, n) {
+    box.replaceChildren(...Array.from({ length: n }, () => {
+      const tile = document.createElement("span");
+      tile.className = "placeholder";
+      return tile;
+    }));
+  }
+
   function reset() {
+    base = null;
     out.textContent = "–";
     out.dataset.label = "";
+    out.classList.remove("refused");
     confidence.textContent = "Draw a digit to start.";
     status.textContent = "";
     bars.forEach((_, i) => setBar(i, 0, false));
     const c = $("input28").getContext("2d");
-    c.fillStyle = "#000";
+    c.fillStyle = "#dde3ee";
     c.fillRect(0, 0, 28, 28);
-    $("c1").replaceChildren();
-    $("c3").replaceChildren();
+    placeholders($("c1"), 6);
+    placeholders($("c3"), 16);
     document.body.dataset.state = "idle";
   }
 
@@ -200,12 +326,13 @@
     }
   }
 
-  function setBar(i, p, top) {
+  function setBar(i, p, top, guess = false) {
     const li = bars[i];
     const pct = `${(100 * p).toFixed(1)}%`;
     li.querySelector(".fill").style.width = pct;
     li.querySelector(".pct").textContent = pct;
     li.classList.toggle("top", top);
+    li.classList.toggle("guess", guess);
     li.setAttribute("aria-label", `${i}: ${pct}`);
   }
 
@@ -241,7 +368,8 @@
     const [n, h, w] = a.shape;
     const canvases = [];
     for (let i = 0; i < n; i++) {
-      const c = box.children[i] || document.createElement("canvas");
+      const old = box.children[i];
+      const c = old && old.tagName === "CANVAS" ? old : document.createElement("canvas");
       c.className = "pixelated";
       drawGray(c, a, enc.lo, enc.hi, i * h * w);
       canvases.push(c);
@@ -265,6 +393,7 @@
   }
 
   makeBars();
+  settings();
   paint();
   reset();
   loadModels();
