@@ -15,6 +15,7 @@ from lenet5.data.deslant import deslant, deslant_images, moments
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.models import create_model, get_entry, list_models
 from lenet5.models.baselines import PCAQuadratic, RBFNetwork
+from lenet5.models.lenet4 import LeNet4KNN
 from lenet5.models.fig9_spec import LENET1_C3, lenet4_c3, lenet4_c5
 from lenet5.reporting.summary import layer_table
 
@@ -66,9 +67,10 @@ def test_baseline_sizes():
 @pytest.mark.parametrize("name", FIG9_MODELS)
 def test_every_fig9_model_contract(name):
     torch.manual_seed(0)
-    small = {"knn": {"n_train": 20}, "rbf-network": {"units": 20}, "pca-quadratic": {"components": 5}}
+    small = {"knn": {"n_train": 20}, "lenet4-knn": {"n_train": 20}, "rbf-network": {"units": 20},
+             "pca-quadratic": {"components": 5}}
     model = create_model(name, **small.get(get_entry(name).architecture, {}))
-    if isinstance(model, (PCAQuadratic, RBFNetwork)):  # their units are zero until fitted
+    if isinstance(model, (PCAQuadratic, RBFNetwork, LeNet4KNN)):  # zero until fitted
         model.fit(NORM(torch.rand(20, 1, 32, 32)), torch.arange(20) % 10)
     x = NORM(torch.rand(4, 1, 32, 32))
     feats = model.features(x)

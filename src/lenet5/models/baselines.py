@@ -235,10 +235,10 @@ def closeness(d: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ones) / (distance to the farthest searched), 0 for a class not among them. Below the
     smallest step of the votes (0.5) once scaled by 0.25, so it never changes a decision; it
     ranks the confidence of equal votes (Fig. 10's rejection) by how much nearer the winner is."""
-    far = d[:, -1:].clamp_min(1e-12).sqrt()
-    near = torch.full((d.shape[0], 10), float("inf"), dtype=d.dtype, device=d.device)
-    near = near.scatter_reduce(1, labels, d.clamp_min(0).sqrt(), "amin")
-    return (1 - near / far).clamp_min(0)
+    dist = d.clamp_min(1e-12).sqrt()  # (B, search), ascending
+    far = dist[:, -1:]
+    near = far.expand(-1, 10).scatter_reduce(1, labels, dist, "amin")  # absent classes: far
+    return 1 - near / far
 
 
 @register_model("knn", config=KNNConfig, head="logits", normalization="paper", loss="ce")

@@ -63,6 +63,22 @@ class LeNet4Config:
 
 
 @dataclass
+class LeNet4KNNConfig:
+    c3_inputs: int = 4  # the LeNet-4 whose 120 features are classified
+    c5_inputs: int = 5
+    init: str = "sqrt-fanin"
+    k: int = 3
+    n_train: int = 60000  # stored feature vectors (set by the fit)
+
+    def __post_init__(self) -> None:
+        if self.init not in INIT_RULES:
+            raise ValueError(f"init must be one of {', '.join(INIT_RULES)}; got {self.init!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class BoostedConfig:
     c3_inputs: int = 4  # each member is a LeNet-4 with these options
     c5_inputs: int = 5
@@ -143,6 +159,11 @@ FIG9_MODELS: list[dict] = [
     dict(name="lenet4", config=LeNet4Config, torch="lenet5.models.lenet4:LeNet4", numpy=None,
          limits={"c3_inputs": {"ge": 1, "le": 8}, "c5_inputs": {"ge": 1, "le": 16}}, **_FIG9,
          description="LeNet-4: 4, 8, 16, 16 maps, 120 units, 10 outputs (Fig. 9: 1.1%)"),
+    dict(name="lenet4-knn", config=LeNet4KNNConfig, torch="lenet5.models.lenet4:LeNet4KNN",
+         numpy=None, limits={"c3_inputs": {"ge": 1, "le": 8}, "c5_inputs": {"ge": 1, "le": 16},
+                             "k": {"ge": 1, "le": 100}, "n_train": {"ge": 1, "le": 100_000}},
+         **_FIG9, description="a trained LeNet-4's 120 features, classified by k-NN "
+                              "(Fig. 9: 1.1%)"),
     dict(name="boosted-lenet4", config=BoostedConfig, torch="lenet5.models.boosted:BoostedLeNet4",
          numpy=None, limits={"c3_inputs": {"ge": 1, "le": 8}, "c5_inputs": {"ge": 1, "le": 16},
                              "exit_confidence": {"gt": 0.0, "le": 1.0}}, **_FIG9,

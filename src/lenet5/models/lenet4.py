@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_model
-from .fig9_spec import LeNet4Config, lenet4_c3, lenet4_c5
+from .fig9_spec import LeNet4Config, LeNet4KNNConfig, lenet4_c3, lenet4_c5
 from .lenet5_1998 import Conv, Full, Subsampling, TableConv, squash
 from .spec import scores as head_scores
 
@@ -63,3 +63,37 @@ class LeNet4(nn.Module):
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(out, 1)
+
+
+@register_model("lenet4-knn", config=LeNet4KNNConfig, head="logits", normalization="paper",
+                loss="ce")
+class LeNet4KNN(LeNet4):
+    """LeNet-4 with a k-NN last layer: its 120 C5 features against those of the training set
+    (Section III-C-8). The network's weights come from a trained LeNet-4 (``load_state_dict``
+    with ``strict=False``: all but its output layer); :meth:`fit` stores the features."""
+
+    def __init__(self, config: LeNet4KNNConfig | None = None):
+        from .baselines import NearestNeighbours
+
+        c = config or LeNet4KNNConfig()
+        super().__init__(LeNet4Config(c.c3_inputs, c.c5_inputs, c.init))
+        self.config = c
+        self.head = NearestNeighbours(c.n_train, 120, c.k)  # replaces the 10-way output
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> None:
+        """Store the C5 features of the normalised training field ``x``."""
+        if x.shape[0] != self.config.n_train:
+            raise ValueError(f"lenet4-knn was built for n_train={self.config.n_train} patterns, "
+                             f"given {x.shape[0]}")
+        was = self.training
+        self.eval()
+        feats = torch.cat([self.features_to_c5(x[i : i + batch]) for i in range(0, len(x), batch)])
+        self.head.store(feats, y)
+        self.train(was)
+
+    def features_to_c5(self, x: torch.Tensor) -> torch.Tensor:
+        x = squash(self.c1(x))
+        x = squash(self.s2(x.repeat_interleave(2, 1)))
+        x = squash(self.s4(squash(self.c3(x))))
+        return squash(self.c5(x)).flatten(1)  # (B, 120)

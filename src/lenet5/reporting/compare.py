@@ -79,8 +79,7 @@ ROWS: tuple[Row, ...] = (
         dict(MLP, distort=True)),
     Row("lenet1", "LeNet-1 (16x16)", 1.7, "train", "lenet1", CONV),
     Row("lenet4", "LeNet-4", 1.1, "train", "lenet4", CONV),
-    Row("lenet4-knn", "LeNet-4 / k-NN", 1.1, "skip",
-        why="LeNet-4's 120 features with a k-NN last layer: not built yet"),
+    Row("lenet4-knn", "LeNet-4 / k-NN", 1.1, "fit", "lenet4-knn", dict(base="lenet4")),
     Row("lenet4-local", "LeNet-4 / local learning", 1.1, "skip",
         why="local learning (Bottou and Vapnik 1992) retrains a layer per test pattern: not built"),
     Row("lenet5", "LeNet-5", 0.95, "lenet5", "lenet5-1998"),
@@ -132,10 +131,16 @@ def row_config(row: Row, opts: Options, seed: int) -> dict:
     limit = opts.limit_train or (2000 if opts.quick else None)
     config = {"row": row.key, "model": row.model, "kind": row.kind, "recipe": recipe,
               "seed": seed, "limit_train": limit, "version": 1}
+    if row.recipe.get("base"):  # fitted on top of another row's trained model
+        config["base"] = row_config(base_row(row), opts, seed)
     if row.kind == "boost":
         config["boost"] = {"size": 4000, "scan": 2} if opts.quick else {"size": BOOST_SIZE,
                                                                          "scan": BOOST_SCAN}
     return config
+
+
+def base_row(row: Row) -> Row:
+    return next(r for r in ROWS if r.key == row.recipe["base"])
 
 
 def run_dir(row: Row, opts: Options, seed: int) -> Path:
@@ -200,10 +205,15 @@ def fit_row(row: Row, opts: Options, seed: int, where: Path) -> None:
     xs, ys = (xs[:limit], ys[:limit]) if limit else (xs, ys)
     entry = get_entry(row.model)
     norm = Normalization.make(entry.normalization)
-    options = {"n_train": len(ys)} if entry.architecture == "knn" else {}
+    options = {"n_train": len(ys)} if "n_train" in make_config(row.model).to_dict() else {}
     with cpu_threads(opts.threads):
         torch.manual_seed(seed)
         model = create_model(row.model, **options)
+        if row.recipe.get("base"):  # the trained network under the fitted last layer
+            source, _, _ = make_row(base_row(row), opts, seed)
+            state, _, _ = ckpt.read_checkpoint(source, "model")
+            body = {k: torch.from_numpy(v) for k, v in state.items() if not k.startswith("head.")}
+            model.load_state_dict(body, strict=False)
         model.fit(norm(to_unit(xs)), torch.as_tensor(ys.astype(np.int64)))
     config = make_config(row.model, options).to_dict()
     meta = {"model": entry.architecture, "model_config": config, "normalization": norm.to_dict(),
