@@ -24,6 +24,8 @@ def register(sub) -> None:
                    help="LeNet-5 run directory (one per seed; default: the bundled lenet5-1998)")
     p.add_argument("--lenet5-distort-run", action="append", default=[], metavar="RUN",
                    help="LeNet-5 paper-distort run directory (one per seed; else not run)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: rows without a finished run are listed as not run")
     p.set_defaults(func=cmd_compare)
 
 
@@ -33,7 +35,8 @@ def cmd_compare(args) -> int:
         raise ValueError("--seeds, --threads and --limit-train must be at least 1")
     runs = {"lenet5": args.lenet5_run, "lenet5-distort": args.lenet5_distort_run}
     opts = Options(Path(args.out), args.data_dir, args.seeds, args.quick, args.threads, runs,
-                   args.limit_train, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                   args.limit_train, log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                   cached_only=args.cached_only)
     results = compare(rows, opts)
     print(markdown(results), end="")
     print(f"wrote {opts.out / 'fig9.md'}, fig9.json, fig9.png, fig10.png", file=sys.stderr)

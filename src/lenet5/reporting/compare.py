@@ -118,6 +118,7 @@ class Options:
     lenet5_runs: dict = field(default_factory=dict)  # row key -> run directories (one per seed)
     limit_train: int | None = None  # None: all 60,000 (quick: 2,000)
     log: object = print
+    cached_only: bool = False  # make nothing: a row without a finished run is "not run"
 
 
 # ----------------------------------------------------------------------------- making a row
@@ -166,6 +167,8 @@ def make_row(row: Row, opts: Options, seed: int) -> tuple[Path, float, bool]:
         record = json.loads(done.read_text())
         if record.get("config") == row_config(row, opts, seed):
             return where, record["seconds"], True
+    if opts.cached_only:
+        raise LookupError("no finished run in the cache (not made within the budget)")
     t0 = time.perf_counter()
     if row.kind == "fit":
         fit_row(row, opts, seed, where)
