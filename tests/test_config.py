@@ -61,7 +61,7 @@ CLI_REFUSALS = [
     (["--threads", "0"], "--threads must be an integer >= 1"),
     (["--nproc", "0"], "--nproc must be an integer >= 1"),
     (["--optimizer", "rmsprop"], "--optimizer must be one of sgd, adam, adamw, sdlm"),
-    (["--engine", "jax"], "--engine must be one of torch, numpy, compiled"),
+    (["--engine", "jax"], "--engine must be one of auto, torch, numpy, compiled"),
     (["--dataset", "cifar"], "--dataset must be one of mnist, fashion-mnist"),
     (["--model", "lenet6"], "--model must be one of "),
     (["--model", "lenet5-modern", "--loss", "map"], "loss map needs an RBF head"),
@@ -280,7 +280,7 @@ def test_every_defined_name_is_known_to_every_factory():
     from lenet5.scratch import optim as np_optim
     from lenet5.training import engine, losses, optim
 
-    assert set(engine.ENGINES) == set(ENGINES)
+    assert set(engine.ENGINES) | {"auto"} == set(ENGINES)  # auto resolves to one of them
     assert set(losses.LOSSES) == set(np_losses.LOSSES) == set(LOSSES)
     for name in LOSSES:
         losses.make_loss(name), np_losses.make_loss(name)

@@ -4,6 +4,7 @@ factory, each engine's own evaluation, and the ``train_epoch`` hook a compiled e
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -134,3 +135,47 @@ def test_the_loop_trains_through_train_epoch(data_root, tmp_path, monkeypatch, k
                         batch_size=32, epochs=2, eval_batch_size=5000, **kw), log=lambda *a: None)
     assert calls == [(per_step_lr, averaged, True)] * 2
     assert row["epoch"] == 2 and np.isfinite(row["train_loss"]) and 0 < row["train_error"] <= 1
+
+
+# ---------------------------------------------------------------- --engine auto, --threads
+
+
+@pytest.mark.parametrize("kw, device, world, want", [
+    (dict(), "cpu", 1, "compiled"),  # the default model, on a CPU
+    (dict(preset="paper"), "cpu", 1, "compiled"),
+    (dict(model="lenet5-modern-bn"), "cpu", 1, "compiled"),  # a variant of a compiled model
+    (dict(model="lenet1"), "cpu", 1, "torch"),  # no compiled kernels
+    (dict(amp=True), "cpu", 1, "torch"),
+    (dict(), "cuda", 1, "torch"),
+    (dict(), "cpu", 2, "torch"),  # DDP
+    (dict(elastic_alpha=34.0), "cpu", 1, "torch"),  # a loader-only distortion
+    (dict(engine="numpy"), "cpu", 1, "numpy"),  # a named engine stays as it is
+    (dict(engine="torch", model="lenet5-1998"), "cpu", 1, "torch"),
+])
+def test_auto_engine_is_compiled_where_it_can_run_else_torch(data_root, kw, device, world, want):
+    from lenet5.training.engine import resolve_engine
+
+    cfg = cfg_for(data_root, **kw)
+    assert resolve_engine(cfg, torch.device(device), world) == want
+
+
+def test_compiled_engine_refuses_models_without_kernels_in_one_line(data_root):
+    with pytest.raises(ValueError, match="compiled engine has no kernels for lenet1"):
+        cfg_for(data_root, engine="compiled", model="lenet1")
+
+
+@pytest.mark.parametrize("busy, processes, want", [(0.0, 1, 4), (0.1, 1, 4), (1.0, 1, 3),
+                                                   (3.6, 1, 1), (9.0, 1, 1), (0.0, 2, 2),
+                                                   (2.0, 4, 1)])
+def test_auto_threads_takes_the_idle_cores(monkeypatch, busy, processes, want):
+    from lenet5.training import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cores", lambda sample_s=0.05: busy)
+    assert threads.auto_threads(processes) == want
+
+
+def test_busy_cores_is_measured_and_bounded():
+    from lenet5.training.threads import busy_cores
+
+    assert 0.0 <= busy_cores(0.02) <= (os.cpu_count() or 1) + 1e-9  # /proc/stat: a share of all

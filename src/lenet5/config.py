@@ -39,7 +39,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # The names, once. The engines' factories and the CLI import these.
-Engine = Literal["torch", "numpy", "compiled"]
+Engine = Literal["auto", "torch", "numpy", "compiled"]
 Optimizer = Literal["sgd", "adam", "adamw", "sdlm"]
 Schedule = Literal["none", "paper", "step", "cosine", "onecycle", "onecycle-linear"]
 Loss = Literal["map", "mle", "ce"]
@@ -69,8 +69,10 @@ class TrainConfig:
                                  help="named recipe, applied first; then --config, then flags")
     model_args: dict[str, Any] = setting(default_factory=dict, flag=False,
                                          help="model options (--set model_args.NAME=VALUE)")
-    engine: Engine = setting("torch", help="torch: PyTorch; numpy: lenet5.scratch, NumPy "
-                                           "only; compiled: Numba")
+    engine: Engine = setting("auto", help="auto: compiled on a CPU where it runs the model and "
+                                          "options, else torch; torch: PyTorch (GPU, DDP, "
+                                          "amp); numpy: lenet5.scratch, NumPy only, for "
+                                          "reading; compiled: Numba, fastest on a CPU")
     # data
     dataset: str = setting("mnist", choices=DATASET_NAMES, help="dataset to train and test on")
     data_dir: str | None = setting(None, help="data root (default: $LENET5_DATA_DIR, then the "
@@ -139,7 +141,8 @@ class TrainConfig:
     deterministic: bool = setting(False, help="deterministic kernels (torch)")
     device: Device = setting("auto", help="auto: cuda when available")
     threads: int | None = setting(None, ge=1, le=1024, help="CPU threads of torch and NumPy's "
-                                                            "BLAS (default: theirs)")
+                                                            "BLAS (default: the cores other "
+                                                            "processes leave idle)")
     amp: bool = setting(False, help="bfloat16 autocast (torch)")
     out: str | None = setting(None, help="run directory (default: runs/PRESET-OR-MODEL-TIME)")
     resume: str | None = setting(None, help="run directory (or its checkpoint) to continue")
@@ -287,18 +290,34 @@ def validate(cfg: TrainConfig) -> None:
          f"optimizer sdlm needs a Gauss-Newton diagonal, which {cfg.model} lacks (use lenet5-1998)"),
         (not (cfg.nesterov and cfg.optimizer == "sgd" and cfg.momentum == 0),
          "nesterov needs momentum > 0"),
-        (cfg.engine == "torch" or not cfg.amp, f"amp is a PyTorch option; engine is {cfg.engine}"),
-        (cfg.engine == "torch" or cfg.nproc == 1, f"nproc > 1 needs engine torch, not {cfg.engine}"),
+        (cfg.engine in ("torch", "auto") or not cfg.amp,
+         f"amp is a PyTorch option; engine is {cfg.engine}"),
+        (cfg.engine in ("torch", "auto") or cfg.nproc == 1,
+         f"nproc > 1 needs engine torch, not {cfg.engine}"),
         (cfg.limit_train is None or cfg.val_split < cfg.limit_train,
          f"val_split {cfg.val_split} leaves none of the {cfg.limit_train} training images"),
-        (cfg.engine != "compiled" or not (cfg.elastic_alpha or cfg.augment_stroke
-                                          or cfg.augment_noise or cfg.augment_blur),
-         "elastic_alpha and augment_* need engine torch or numpy "
-         "(the compiled engine draws its own distortions)"),
+        (cfg.engine != "compiled" or not compiled_refusal(cfg), f"{compiled_refusal(cfg)}"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+
+
+# The architectures the compiled engine has kernels for (lenet5.compiled); variants included.
+COMPILED_ARCHITECTURES = ("lenet5-1998", "lenet5-modern")
+
+
+def compiled_refusal(cfg: TrainConfig) -> str | None:
+    """Why the compiled engine cannot run ``cfg`` (None: it can): what ``--engine auto``
+    checks before it picks it, and what ``--engine compiled`` refuses."""
+    architecture = get_entry(cfg.model).architecture
+    if architecture not in COMPILED_ARCHITECTURES:
+        return (f"the compiled engine has no kernels for {cfg.model} (architectures: "
+                f"{', '.join(COMPILED_ARCHITECTURES)}); use engine torch")
+    if cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur:
+        return ("elastic_alpha and augment_* need engine torch or numpy (the compiled engine "
+                "draws its own distortions, affine only)")
+    return None
 
 
 def with_overrides(cfg: TrainConfig, **kw: Any) -> TrainConfig:

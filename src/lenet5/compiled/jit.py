@@ -25,3 +25,13 @@ jit = njit(cache=True, fastmath=False, error_model="numpy")
 
 FAST_FLAGS = {"contract", "reassoc", "nsz", "arcp", "afn"}
 fast_jit = njit(cache=True, fastmath=FAST_FLAGS, error_model="numpy")
+
+
+def is_cached(kernel) -> bool:
+    """Whether Numba's on-disk cache holds compiled code for ``kernel`` (a :data:`jit`
+    function) that matches its source, so the first call loads it instead of compiling.
+    Best effort: reads Numba's cache index; True when that cannot be read (say nothing)."""
+    try:
+        return bool(kernel._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - Numba internals moved: assume cached
+        return True

@@ -17,9 +17,14 @@ masks likewise.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
+from ..compiled import kernels_1998 as K98
+from ..compiled import kernels_modern as KM
+from ..compiled.jit import is_cached
 from ..compiled.model import CompiledModel, seed_dropout
 from ..compiled.optim import make_optimizer
 from ..config import TrainConfig
@@ -42,6 +47,10 @@ class CompiledEngine(ArrayEngine):
                  ddp: bool = False):
         super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
         self.model = CompiledModel(cfg.model, model_config, np.float32, seed=cfg.seed)
+        kernel = K98.train_pass if self.model.name == "lenet5-1998" else KM.train_pass
+        if not is_cached(kernel):  # first run after installing or upgrading: say why it waits
+            print(f"compiling the compiled engine's kernels for {self.model.name} (once: Numba "
+                  "keeps them on disk; 1-3 minutes)", file=sys.stderr, flush=True)
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, compiled_refusal
 from ..data.loader import TensorLoader
 from ..data.transforms import Normalization
 from ..models import get_entry
@@ -272,7 +272,8 @@ class ArrayEngine(Engine):
         self.optimizer.load_state_dict(tensors, meta)
 
 
-# --engine name -> (module, class), imported on first use (the compiled engine needs Numba).
+# --engine name -> (module, class), imported on first use (the compiled engine needs Numba);
+# "auto" is resolved to one of them first (resolve_engine).
 ENGINES: dict[str, tuple[str, str]] = {
     "torch": ("lenet5.training.torch_engine", "TorchEngine"),
     "numpy": ("lenet5.training.numpy_engine", "NumpyEngine"),
@@ -290,10 +291,27 @@ def engine_class(name: str) -> type[Engine]:
         raise ValueError(f"the {name} engine is not available here ({e})") from None
 
 
+def resolve_engine(cfg: TrainConfig, device: torch.device, world: int = 1) -> str:
+    """The engine ``--engine auto`` means for this run; any other name as it is.
+
+    The compiled engine wherever it can run the run: one process on a CPU, no bfloat16
+    autocast, a model it has kernels for and no loader-only distortions
+    (:func:`lenet5.config.compiled_refusal`). It is the fastest there (``docs/results.md``:
+    3-15x the NumPy engine per pattern, 1.3-1.4x at batch 64-256, about 2x a plain PyTorch
+    script) and single-threaded, so a busy machine slows it at most about 2x. Otherwise
+    PyTorch: GPUs, DDP, amp and every other model."""
+    if cfg.engine != "auto":
+        return cfg.engine
+    if device.type != "cpu" or world > 1 or cfg.nproc > 1 or cfg.amp or compiled_refusal(cfg):
+        return "torch"
+    return "compiled"
+
+
 def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device,
                 ddp: bool = False) -> Engine:
-    """The engine ``cfg.engine`` names, with a freshly initialised model."""
-    cls = engine_class(cfg.engine)
+    """The engine ``cfg.engine`` names (``auto``: :func:`resolve_engine`), with a freshly
+    initialised model."""
+    cls = engine_class(resolve_engine(cfg, device, 2 if ddp else 1))
     if ddp and not cls.supports_ddp:
         raise ValueError(f"the {cls.label} engine runs in one process; "
                          "use --engine torch with torchrun")

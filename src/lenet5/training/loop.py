@@ -33,9 +33,10 @@ from ..data.pool import PoolLoader
 from ..data.transforms import Distortion, Normalization, to_unit
 from ..models import get_entry, make_config
 from .ema import WeightAverage
-from .engine import Engine, PassTotals, make_engine
+from .engine import Engine, PassTotals, make_engine, resolve_engine
 from .optim import lr_at
 from .rundir import METRICS_NAME, RunLock, claim_for_new_run, run_directory, saving
+from .threads import auto_threads
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,13 +48,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     validate(cfg)
     if cfg.data_dir:  # saved absolute, so a resume from another directory reads the same data
         cfg = replace(cfg, data_dir=os.path.abspath(os.path.expanduser(cfg.data_dir)))
-    with cpu_threads(cfg.threads):
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this host
+    with cpu_threads(cfg.threads or auto_threads(local)):
         return _train(cfg, log)
 
 
 def _train(cfg: TrainConfig, log) -> dict:
     device = pick_device(cfg.device)
     rank, world = init_distributed(device)
+    cfg = replace(cfg, engine=resolve_engine(cfg, device, world))  # config.json says which
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     run_dir = run_directory(cfg.resume, cfg.out, default_run_dir(cfg))
@@ -148,7 +151,10 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
     if rank == 0:
         ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json())
         n_params = sum(v.size for v in map(np.asarray, engine.state_dict().values()))
-        say(f"{cfg.model} ({cfg.engine}, {device}, world {world}) | {len(train_xy[0])} train "
+        n = torch.get_num_threads()
+        threads = "" if cfg.engine == "compiled" else f", {n} thread{'s' * (n > 1)}"
+        say(f"{cfg.model} ({cfg.engine}, {device}{threads}, world {world}) | "
+            f"{len(train_xy[0])} train "
             f"{len(test_xy[0])} test | {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size} | "
             f"state {n_params:,} values | run {run_dir}")
     return run
@@ -239,7 +245,8 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 def cpu_threads(n: int | None):
     """Run the block with ``n`` CPU threads for torch and for the BLAS/OpenMP pools NumPy
     calls into (the NumPy engine's matmuls); both limits are undone afterwards. ``None``
-    leaves the libraries' own defaults (all cores, or ``OMP_NUM_THREADS`` and the like)."""
+    leaves the libraries' own defaults (all cores, or ``OMP_NUM_THREADS`` and the like);
+    :func:`train` passes ``--threads`` or else :func:`.threads.auto_threads`."""
     if not n:
         yield
         return
