@@ -177,6 +177,7 @@ def test_draw_digits_with_a_mouse(server, browser):
     assert settled(page) == "idle"
     assert page.locator("#prediction").text_content() == "–"
     assert page.locator("#bars li.top").count() == 0 and page.locator("#c1 canvas").count() == 0
+    assert page.locator("#c1 .placeholder").count() == 6  # light tiles, not an empty row
     assert page.locator("#clear").is_disabled()
     blank = page.locator("#pad").evaluate(
         "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).every(v => v === 255)")
@@ -233,5 +234,98 @@ def test_docs_render_the_api_offline(server, browser):
     assert {"model", "features", "encoding", "top_k"} <= {n.split()[0].strip() for n in names}, names
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "docs.png"))
+    assert seen == {"errors": [], "foreign": []}
+    page.close()
+
+
+def input_pixels(page) -> np.ndarray:
+    """The 28x28 input canvas as grey levels 0..255."""
+    return np.array(page.locator("#input28").evaluate(
+        "c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)"
+        ".filter((v, i) => i % 4 === 0)"), np.float64).reshape(28, 28)
+
+
+def ink_centre(img: np.ndarray) -> np.ndarray:
+    ys, xs = np.indices(img.shape)
+    return np.array([(xs * img).sum(), (ys * img).sum()]) / img.sum()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_idle_page_looks_finished_and_the_transform_panel_moves_the_digit(server, browser):
+    """Idle: no black squares, a light tile for every map. Drawn: each slider of the panel
+    changes the 28x28 input the model reads, and the answer and maps follow; Reset restores."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    seen = watch(page, server.url)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    assert settled(page) == "idle"
+    idle = input_pixels(page)
+    assert idle.min() > 128  # a light square, not a black one
+    assert page.locator("#c1 .placeholder").count() == 6
+    assert page.locator("#c3 .placeholder").count() == 16
+    tiles = page.locator(".maps .placeholder").evaluate_all(
+        "els => els.map(e => [e.getBoundingClientRect().height, getComputedStyle(e).backgroundColor])")
+    assert all(h > 10 and bg not in ("rgb(0, 0, 0)", "rgba(0, 0, 0, 0)") for h, bg in tiles)
+    page.screenshot(path=str(ARTIFACTS / "idle.png"))
+
+    draw_with_mouse(page, DIGITS["7"])
+    assert shown_label(page) == "7"
+    plain = input_pixels(page)
+    # Turned 30 degrees: the same ink, moved; the answer and maps are asked for again.
+    page.locator("#t-rotate").fill("30")
+    assert settled(page) == "done"
+    assert page.locator("#t-rotate-v").text_content() == "30°"
+    turned = input_pixels(page)
+    assert np.abs(turned - plain).mean() > 5
+    assert abs(turned.sum() / plain.sum() - 1) < 0.2
+    assert page.locator("#prediction").text_content() == "7"  # still a 7
+    assert page.locator("#c1 canvas").count() == 6
+    page.locator("#t-rotate").fill("0")
+    # Shifted 3 px right and 3 px up (the digit stays inside the field): so is its ink.
+    page.locator("#t-dx").fill("3")
+    page.locator("#t-dy").fill("-3")
+    assert settled(page) == "done"
+    assert np.allclose(ink_centre(input_pixels(page)) - ink_centre(plain), [3, -3], atol=0.7)
+    page.locator("#t-dx").fill("0")
+    page.locator("#t-dy").fill("0")
+    # Thicker strokes: more ink; noise: the background lights up.
+    page.locator("#t-stroke").fill("1.5")
+    assert settled(page) == "done"
+    assert input_pixels(page).sum() > 1.5 * plain.sum()
+    page.locator("#t-stroke").fill("0")
+    page.locator("#t-noise").fill("0.4")
+    assert settled(page) == "done"
+    noisy = input_pixels(page)
+    assert (noisy[plain == 0] > 30).mean() > 0.2
+    page.screenshot(path=str(ARTIFACTS / "transform-noise.png"))
+    # Reset brings back the digit as drawn.
+    page.click("#t-reset")
+    assert settled(page) == "done"
+    assert np.abs(input_pixels(page) - plain).max() <= 2
+    assert page.locator("#prediction").text_content() == "7"
+    assert seen == {"errors": [], "foreign": []}
+    page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_dot_is_no_digit_when_the_model_can_refuse(server, browser):
+    from lenet5.inference.predict import Predictor
+
+    if Predictor.load(server.model).rejector is None:
+        pytest.skip(f"{server.model} has no reject calibration")
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    seen = watch(page, server.url)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    draw_with_mouse(page, [[(0.3, 0.3)]])  # one tap: a single round dot
+    assert settled(page) == "done"
+    assert page.locator("#prediction").get_attribute("data-verdict") == "no digit"
+    assert page.locator("#prediction").text_content() == "no digit"
+    assert page.locator("#confidence").text_content().startswith("no digit")
+    assert page.locator("#bars li.top").count() == 0 and page.locator("#bars li.guess").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "no-digit.png"))
     assert seen == {"errors": [], "foreign": []}
     page.close()
