@@ -64,7 +64,9 @@ def test_report_on_bundled_weights(data_root):
     assert {"Plots", "Metrics by epoch", "Classification report", "Model", "Config"} <= set(refs.headings)
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", text)
     assert captions == ["Training curves", "Confusion matrix", "Per-class accuracy",
-                        "Misclassified test digits", "C1 kernels", "Feature maps of test digit 0"]
+                        "Misclassified test digits", "C1 kernels", "Feature maps of test digit 0",
+                        "Accuracy against corruption severity"]
+    assert "Robustness" in refs.headings and "mean of the ten" in text
     assert images[0].size == (700, 450)  # training curves: 7 x 4.5 inches at 100 dpi
     assert "first 300 images only" in text
     assert text.count("<tr>") >= 15 + 12 + 8  # epochs, classes + averages, layers + total

@@ -99,6 +99,7 @@ def build_report(run: str | Path | None, data_dir: str | None = None, limit: int
     for title, b64 in images.items():
         parts.append(f'<figure><img alt="{e(title)}" src="data:image/png;base64,{b64}">'
                      f"<figcaption>{e(title)}</figcaption></figure>")
+    parts += robustness_section(predictor, preds)
     parts += ["<h2>Metrics by epoch</h2>", metrics_table(history),
               "<h2>Classification report</h2>", classification_table(metrics),
               "<h2>Model</h2>", summary_table(layer_table(predictor.model)),
@@ -108,6 +109,33 @@ def build_report(run: str | Path | None, data_dir: str | None = None, limit: int
               f"<pre>{e(json.dumps(_checkpoint_facts(loaded, run), indent=2))}</pre>",
               "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+ROBUST_N = 1000  # test digits the robustness curves are drawn on
+
+
+def robustness_section(predictor: Predictor, preds: dict) -> list[str]:
+    """Accuracy against the corruption suite's severities (:mod:`.robustness`) and the ten
+    strong settings, on the first ``ROBUST_N`` test images of the report."""
+    from ..data.corruptions import PROBE
+    from . import robustness
+
+    x = preds["images"][:ROBUST_N].astype(np.float32) / 255
+    y = preds["labels"][:ROBUST_N]
+    n = len(x)
+    fig = robustness.figure(robustness.curves([predictor], x, y))
+    b64 = base64.b64encode(viz.png_bytes(fig)).decode("ascii")
+    probe = robustness.probe(predictor, x, y)
+    rows = robustness.probe_table({predictor.name: probe})
+    return [
+        "<h2>Robustness</h2>",
+        f"<p>Accuracy on the first {n:,} test images, each corrupted with no re-centring "
+        f"(<code>lenet5 viz robustness</code>); the table gives one strong setting of each of "
+        f"the {len(PROBE)} corruptions and their mean: <b>{probe['mean'] * 100:.2f}%</b>.</p>",
+        f'<figure><img alt="Robustness curves" src="data:image/png;base64,{b64}">'
+        "<figcaption>Accuracy against corruption severity</figcaption></figure>",
+        _table(["setting", "accuracy %"], rows),
+    ]
 
 
 def write_report(run: str | Path | None, out: str | Path | None = None, data_dir: str | None = None,
