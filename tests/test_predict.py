@@ -281,7 +281,8 @@ def test_non_finite_outputs_are_an_error_never_nan(predictor):
     x[1, 3, 3] = np.nan  # an array handed over directly, past the image checks
     with pytest.raises(PredictError, match="not finite"):
         predictor.predict(x)
-    assert predictor.predict(x[:1])[0]["label"] in range(10)
+    blank = predictor.predict(x[:1])[0]  # a digit, or "no digit" where the model can refuse
+    assert blank["label"] in range(10) or blank["verdict"] == "no digit"
 
 
 def test_features_of_every_layer(predictor, mnist_test):
