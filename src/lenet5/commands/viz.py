@@ -74,7 +74,8 @@ def make_figure(args):
     if args.kind == "features":
         x, label = feature_input(args, predictor.meta["dataset"])
         res = predictor.predict(x)[0]
-        title = f"{label}: predicted {res['label']} ({max(res['probs']) * 100:.1f}%) by {predictor.name}"
+        answer = res["verdict"] if res["label"] is None else res["label"]
+        title = f"{label}: predicted {answer} ({max(res['digit_probs']) * 100:.1f}%) by {predictor.name}"
         return viz.feature_maps(predictor.features(x), x, res["probs"], title)
     from ..inference.evaluate import classification_metrics
     from ..reporting.report import split_predictions

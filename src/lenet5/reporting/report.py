@@ -63,7 +63,8 @@ def figures(predictor: Predictor, history: list[dict], preds: dict, metrics: dic
     res = predictor.predict(x)[0]
     figs["Feature maps of test digit 0"] = viz.feature_maps(
         predictor.features(x), x, res["probs"],
-        f"test digit 0 (label {int(preds['labels'][0])}): predicted {res['label']}")
+        f"test digit 0 (label {int(preds['labels'][0])}): predicted "
+        f"{res['verdict'] if res['label'] is None else res['label']}")
     if predictor.head == "rbf":
         figs["RBF prototypes"] = viz.prototypes(predictor.model.rbf.prototypes.numpy())
     return figs
