@@ -1,7 +1,7 @@
 """The baseline: LeNet-5 as a plain PyTorch script would write it (issue #7, runs 5 and 6).
 
 ReLU, max-pooling, 28x28 input with padding 2 in C1, 61,706 parameters; Adam at lr 1e-3,
-batch 64, a per-batch Python loop over the training tensors shuffled every epoch (no
+batch 64 (``--batch-size``), a per-batch Python loop over the training tensors shuffled every epoch (no
 DataLoader, no torchvision), the whole test set evaluated after every epoch. Run on its own it
 trains until the test accuracy reaches ``--target`` and prints one JSON line per event with a
 wall-clock timestamp, which ``bench_time99.py`` turns into time-from-process-start:
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
     emit("main", t_main=T_MAIN)
     torch.set_num_threads(args.threads)
@@ -83,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     emit("data")
     model = build_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = args.batch_size
     for epoch in range(1, args.max_epochs + 1):
+        t0 = time.perf_counter()
         order = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = order[i : i + 64]
+        for i in range(0, len(x), batch):
+            idx = order[i : i + batch]
             train_step(model, opt, x[idx], y[idx])
+        emit("trained", epoch=epoch, images=len(x), seconds=time.perf_counter() - t0)
         acc = accuracy(model, xt, yt)
-        emit("eval", epoch=epoch, steps=epoch * -(-len(x) // 64), test_accuracy=acc)
+        emit("eval", epoch=epoch, steps=epoch * -(-len(x) // batch), test_accuracy=acc)
         if acc >= args.target:
             emit("reached", epoch=epoch, test_accuracy=acc)
             return 0

@@ -121,13 +121,14 @@ def test_bench_modern_quick(tmp_path, data_root):
 @pytest.mark.slow
 def test_bench_time99_quick(tmp_path, data_root):
     r = run_quick("bench_time99.py", tmp_path, "--data-dir", str(data_root), "--threads", "1")
-    for run in [*r["train_fast"], r["train_fast_torch"]]:
+    for run in [*r["train_fast"], r["train_fast_torch"], r["train_fast_numpy"]]:
         assert run["command"][1:6] == ["-m", "lenet5", "train", "--preset", "fast"]
         assert list(run["breakdown"]) == ["start", "train", "eval_and_save", "exit"]
         assert all(v >= 0 for v in run["breakdown"].values())
         assert sum(run["breakdown"].values()) == pytest.approx(run["process_seconds"])
         assert [e["epoch"] for e in run["events"]] == [1] and run["test_accuracy"] > 0.5
     assert "--engine" in r["train_fast_torch"]["command"]
+    assert "--engine" in r["train_fast_numpy"]["command"]
     assert r["plain"]["events"][-1]["event"] in ("reached", "not_reached")
     assert set(r["startup_probe"]) == {"python_start", "imports", "data"}
 
@@ -147,3 +148,14 @@ def test_bench_fashion_quick(tmp_path, data_root):
     r = run_quick("bench_fashion.py", tmp_path, "--data-dir", str(data_root), "--runs", str(tmp_path),
                   "--only", "1998")
     assert r["results"][0]["train_config"]["dataset"] == "fashion-mnist"
+
+
+@pytest.mark.slow
+def test_bench_train_speed_quick(tmp_path, data_root):
+    r = run_quick("bench_train_speed.py", tmp_path, "--data-dir", str(data_root))
+    assert [(row["condition"], row["batch"]) for row in r["rows"]] == [("idle", 64), ("busy", 64)]
+    for row in r["rows"]:
+        assert row["lenet5 train"]["engine"] == "compiled"  # the default engine on a CPU
+        assert row["lenet5 train --engine torch"]["engine"] == "torch"
+        assert all(row[w]["images_per_s"] > 0 for w in ("lenet5 train", "plain script"))
+    assert set(r["evaluation_batch_1024"]) == {"compiled", "torch"}

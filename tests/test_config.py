@@ -206,7 +206,7 @@ def test_fast_preset_is_the_fast99_recipe():
     got = {k: getattr(cfg, k) for k in (
         "model", "model_args", "engine", "optimizer", "momentum", "nesterov", "weight_decay", "lr",
         "schedule", "batch_size", "label_smoothing", "epochs", "distort", "eval_train", "ema")}
-    assert got == dict(model="lenet5-modern", model_args={"batchnorm": True}, engine="numpy",
+    assert got == dict(model="lenet5-modern", model_args={"batchnorm": True}, engine="auto",
                        optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4, lr=0.4,
                        schedule="onecycle-linear", batch_size=64, label_smoothing=0.1, epochs=1,
                        distort=False, eval_train=False, ema=0.0)
