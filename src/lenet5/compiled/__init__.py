@@ -7,7 +7,7 @@ one update per pattern, Section II-C and Appendix C) runs inside one compiled ca
 
 - :mod:`.layers`, :mod:`.blocks`: the layers, forward / backward / Gauss-Newton side by side.
 - :mod:`.kernels_1998`, :mod:`.kernels_modern`: the two networks, their passes;
-  :mod:`.infer_1998`: the 1998 network's evaluation, compiled for throughput.
+  :mod:`.infer_1998`, :mod:`.infer_modern`: each network's evaluation, compiled for throughput.
 - :mod:`.inputs`, :mod:`.losses`, :mod:`.updates`: padding, distortion, normalisation; the
   criteria; the update rules. :mod:`.simd`: vectorised dot products and the lanes blocks of
   the evaluation kernels. :mod:`.jit`: the decorators.

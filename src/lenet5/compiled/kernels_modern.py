@@ -189,21 +189,6 @@ def backward(theta, grad, offs, widths, act, pool, bn, p, training, w, n):
 
 
 @jit
-def evaluate(theta, offs, widths, stats, counts, act, pool, bn, images, idx, divisor, shift,
-             scale, w, out):
-    """``out (len(idx), 10)``: eval-mode logits of patterns ``images[idx]``, in chunks of B."""
-    tmp = np.zeros(inputs.TMP_SIZE, theta.dtype)
-    none = np.zeros(0)
-    chunk = w.x.shape[0]
-    for start in range(0, idx.shape[0], chunk):
-        n = min(chunk, idx.shape[0] - start)
-        for b in range(n):
-            inputs.load_pattern(images, idx[start + b], divisor, shift, scale, none, tmp, w.x[b])
-        forward(theta, offs, widths, stats, counts, act, pool, bn, 0.0, False, w, n)
-        out[start:start + n] = w.out[:n]
-
-
-@jit
 def train_pass(theta, grad, offs, widths, stats, counts, act, pool, bn, p, images, labels, order,
                divisor, shift, scale, ranges, seed, batch, lrs, loss_kind, smoothing, opt_kind,
                hyper, buf1, buf2, step, first, w):

@@ -6,9 +6,9 @@ inside compiled code for a whole call:
 
 - :meth:`CompiledModel.train_pass`: a pass of training (pattern loading, optional distortion,
   forward, loss, backward, update) over stored images in a given order.
-- :meth:`CompiledModel.evaluate_images`: outputs for stored images (for lenet5-1998 by the
-  eval-only kernels of :mod:`.infer_1998`, compiled with fused multiply-adds: equal to
-  :meth:`forward` up to float rounding).
+- :meth:`CompiledModel.evaluate_images`: outputs for stored images, by the eval-only kernels
+  of :mod:`.infer_1998` and :mod:`.infer_modern` (images in SIMD lanes, fused multiply-adds,
+  batch-norm folded): equal to :meth:`forward` up to float rounding.
 
 A model starts as a copy of ``lenet5.scratch.build(name, config, dtype, seed)``, so both
 engines start from the same weights. Parameters live in one flat vector ``theta`` (the
@@ -22,6 +22,7 @@ import numpy as np
 from .. import scratch
 from ..scratch.model import copy_state
 from . import infer_1998 as I98
+from . import infer_modern as IM
 from . import kernels_1998 as K98
 from . import kernels_modern as KM
 from . import losses as L
@@ -185,10 +186,10 @@ class CompiledModel:
             for i in range(0, len(idx), batch_size):
                 out[i:i + batch_size] = self.forward(
                     _fields(images[idx[i:i + batch_size]], divisor, shift, scale, self.dtype))
-        else:
-            w = self._workspace(min(batch_size, 256))  # the work arrays grow with the batch
-            KM.evaluate(self.theta, self.offs, self.widths, self.stats, self.counts, self.act,
-                        self.pool, self.bn, images, idx, divisor, shift, scale, w, out)
+        else:  # batch-norm folded into the layers, images in SIMD lanes (infer_modern)
+            folded = IM.fold(self.theta, self.offs, self.widths, self.stats, bool(self.bn),
+                             self.dtype)
+            IM.evaluate(*folded, self.act, self.pool, images, idx, divisor, shift, scale, out)
         return out
 
     def curvature(self, images, idx, normalization=(0.1 / 1.275, 1.275)) -> dict[str, np.ndarray]:

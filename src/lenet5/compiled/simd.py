@@ -251,3 +251,38 @@ def lane_block(channels: int, positions: int):
         return sig, codegen
 
     return block
+
+
+@intrinsic
+def lane_max4(typingctx, y, i0, i1, i2, i3, out, o):
+    """``out[o] = max(y[i0], y[i1], y[i2], y[i3])`` register by register (indices in registers,
+    as :func:`lane_block`): one 2x2 max-pooling window for a block of images in SIMD lanes."""
+    if not (_is_vector(y) and _is_vector(out) and y.dtype == out.dtype):
+        return None
+    i = types.intp
+    sig = types.void(y, i, i, i, i, out, i)
+
+    def codegen(context, builder, signature, args):
+        dtype = signature.args[0].dtype
+        lanes = REGISTER_BYTES // (dtype.bitwidth // 8)
+        vtype = ir.VectorType(context.get_value_type(dtype), lanes)
+        intp = context.get_value_type(types.intp)
+        zero = ir.Constant(intp, 0)
+        py = _pointer(context, builder, signature.args[0], args[0], zero)
+        pout = _pointer(context, builder, signature.args[5], args[5], zero)
+        align = dtype.bitwidth // 8
+
+        def register(ptr, index):
+            elem = builder.gep(ptr, [builder.mul(index, ir.Constant(intp, lanes))])
+            return builder.bitcast(elem, vtype.as_pointer())
+
+        vmax = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vtype, [vtype, vtype]),
+            f"llvm.maxnum.v{lanes}f{dtype.bitwidth}")
+        v = [builder.load(register(py, args[k]), align=align) for k in (1, 2, 3, 4)]
+        best = builder.call(vmax, [builder.call(vmax, [v[0], v[1]]),
+                                   builder.call(vmax, [v[2], v[3]])])
+        builder.store(best, register(pout, args[6]), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
