@@ -9,9 +9,9 @@ Training throughput (patterns per second of the whole step: forward, loss, backw
   NumPy and PyTorch one step per call on a normalised in-memory batch;
 - lenet5-modern (ReLU, max-pool), cross-entropy + Adam, batch 64 and 256.
 
-Evaluation throughput of lenet5-1998 (eval-mode forward, images per second): the compiled
-engine from raw images (``evaluate_images``: the eval-only kernels of
-``lenet5.compiled.infer_1998``) and per batch of 256 (``forward``: the exact training
+Evaluation throughput of lenet5-1998 and lenet5-modern (eval-mode forward, images per second):
+the compiled engine from raw images (``evaluate_images``: the eval-only kernels of
+``lenet5.compiled.infer_1998`` and ``infer_modern``) and per batch of 256 (``forward``: the exact training
 kernels, which also keep every activation for a backward pass), NumPy and PyTorch per batch
 of 256. The compile time is reported apart: a fresh process with an empty
 Numba cache times its first 1998 pass and evaluation (the compiled code is then cached on
@@ -225,17 +225,18 @@ def measure(args) -> dict:
     if args.only == "train":
         return {"rows": rows, "data": source, "first_calls_in_process_s": first_calls,
                 "pass_patterns": n_pass, "seconds": seconds, "repeats": repeats}
-    model, _, _ = compiled_fns("lenet5-1998", EVAL_BATCH, images, labels, x, y, 10)
-    np_model, _ = numpy_fns("lenet5-1998", EVAL_BATCH, x, y)
-    rows.append({"model": "lenet5-1998", "mode": "eval", "batch": EVAL_BATCH,
-                 "compiled_pass": best_rate(lambda: model.evaluate_images(images), len(images),
-                                            seconds, repeats),
-                 "compiled_steps": best_rate(lambda: model.forward(x[:EVAL_BATCH]), EVAL_BATCH,
-                                             seconds, repeats),
-                 "numpy": best_rate(lambda: np_model.forward(x[:EVAL_BATCH]), EVAL_BATCH,
-                                    seconds, repeats),
-                 "torch": best_rate(torch_fns("lenet5-1998", EVAL_BATCH, x, y)[1], EVAL_BATCH,
-                                    seconds, repeats)})
+    for name in ("lenet5-1998", "lenet5-modern"):
+        model, _, _ = compiled_fns(name, EVAL_BATCH, images, labels, x, y, 10)
+        np_model, _ = numpy_fns(name, EVAL_BATCH, x, y)
+        rows.append({"model": name, "mode": "eval", "batch": EVAL_BATCH,
+                     "compiled_pass": best_rate(partial(model.evaluate_images, images),
+                                                len(images), seconds, repeats),
+                     "compiled_steps": best_rate(partial(model.forward, x[:EVAL_BATCH]),
+                                                 EVAL_BATCH, seconds, repeats),
+                     "numpy": best_rate(partial(np_model.forward, x[:EVAL_BATCH]), EVAL_BATCH,
+                                        seconds, repeats),
+                     "torch": best_rate(torch_fns(name, EVAL_BATCH, x, y)[1], EVAL_BATCH,
+                                        seconds, repeats)})
     return {"rows": rows, "data": source, "first_calls_in_process_s": first_calls,
             "pass_patterns": n_pass, "seconds": seconds, "repeats": repeats}
 
