@@ -72,7 +72,6 @@ def evaluate(theta, protos, tap, images, idx, divisor, shift, scale, out):
     t = theta.dtype
     L = REGISTER_BYTES // theta.itemsize  # images per block, one per lane
     tmp = np.zeros(inputs.TMP_SIZE, t)
-    none = np.zeros(0)
     one = np.zeros(32 * 32, t)
     x = np.zeros(32 * 32 * L, t)  # the 32x32 inputs
     y1 = np.zeros(6 * 28 * 28 * L, t)  # C1
@@ -88,13 +87,7 @@ def evaluate(theta, protos, tap, images, idx, divisor, shift, scale, out):
     n = idx.shape[0]
     for start in range(0, n, L):
         m = min(L, n - start)
-        for b in range(L):  # image b into lane b (zeros past the end)
-            if b < m:
-                inputs.load_pattern(images, idx[start + b], divisor, shift, scale, none, tmp, one)
-            else:
-                one[:] = 0
-            for q in range(32 * 32):
-                x[q * L + b] = one[q]
+        inputs.load_lanes(images, idx[start:], m, divisor, shift, scale, tmp, one, x)
         for y in range(28):  # C1: 6 maps of 28x28, 5x5 kernels
             for u in range(0, 28, C1_STEP):
                 C1_BLOCK(x, y * 32 + u, 1, C1_TAPS, 0, 25, theta, o[0], 25, theta, o[1],

@@ -97,7 +97,6 @@ def evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images, 
     L = REGISTER_BYTES // c1w.itemsize  # images per block, one per lane
     w1, w3, w5, w6 = c1b.shape[0], c3b.shape[0], c5b.shape[0], f6b.shape[0]
     tmp = np.zeros(inputs.TMP_SIZE, t)
-    none = np.zeros(0)
     one = np.zeros(32 * 32, t)
     x = np.zeros(32 * 32 * L, t)
     y1 = np.zeros(w1 * 28 * 28 * L, t)
@@ -115,13 +114,7 @@ def evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images, 
     n = idx.shape[0]
     for start in range(0, n, L):
         m = min(L, n - start)
-        for b in range(L):  # image b into lane b (zeros past the end)
-            if b < m:
-                inputs.load_pattern(images, idx[start + b], divisor, shift, scale, none, tmp, one)
-            else:
-                one[:] = 0
-            for q in range(32 * 32):
-                x[q * L + b] = one[q]
+        inputs.load_lanes(images, idx[start:], m, divisor, shift, scale, tmp, one, x)
         c = 0  # C1: 5x5 kernels over the 32x32 field
         while c + 6 <= w1:
             for y in range(28):

@@ -138,3 +138,19 @@ def load_pattern(images, idx, divisor, shift, scale, ranges, tmp, out):
     else:
         unit_image(images, idx, divisor, out)
     normalise(out, shift, scale)
+
+
+@jit
+def load_lanes(images, idx, m, divisor, shift, scale, tmp, one, x):
+    """Patterns ``idx[:m]`` into the lanes of ``x (SIZE*SIZE*L,)``: pixel ``q`` of pattern ``b``
+    at ``q * L + b`` (the evaluation kernels' layout, :func:`.simd.lane_block`); lanes past
+    ``m`` are zeros. ``one``: a scratch ``SIZE*SIZE`` pattern, ``tmp`` as :func:`load_pattern`."""
+    lanes = x.shape[0] // (SIZE * SIZE)
+    none = np.zeros(0)
+    for b in range(lanes):
+        if b < m:
+            load_pattern(images, idx[b], divisor, shift, scale, none, tmp, one)
+        else:
+            one[:] = 0
+        for q in range(SIZE * SIZE):
+            x[q * lanes + b] = one[q]
