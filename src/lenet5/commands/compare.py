@@ -21,9 +21,10 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help="CI: 2,000 training images, one epoch, small boosting sets")
     p.add_argument("--lenet5-run", action="append", default=[], metavar="RUN",
-                   help="LeNet-5 run directory (one per seed; default: the bundled lenet5-1998)")
+                   help="LeNet-5 paper-recipe run directory (one per seed; else not run)")
     p.add_argument("--lenet5-distort-run", action="append", default=[], metavar="RUN",
-                   help="LeNet-5 paper-distort run directory (one per seed; else not run)")
+                   help="LeNet-5 paper-distort run directory (one per seed; default: the "
+                        "bundled lenet5-1998, trained by that recipe)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rows without a finished run are listed as not run")
     p.set_defaults(func=cmd_compare)

@@ -3,8 +3,9 @@ published test errors, the Fig. 10 rejection figures and the Figs. 11-12 costs.
 
 :data:`ROWS` lists the rows in the paper's order: what each is (a registered model with
 options), how it is made (``fit``: closed form on the training set; ``train``: the training
-loop with a recipe; ``boost``: :mod:`lenet5.training.boost`; ``lenet5``: the bundled 1998
-weights or a run directory given; ``skip``: not run, with why) and the paper's figure.
+loop with a recipe; ``boost``: :mod:`lenet5.training.boost`; ``lenet5``: run directories given
+(``--lenet5-run``, ``--lenet5-distort-run``), else for the distortions row the bundled
+``lenet5-1998``, trained by the paper-distort recipe; ``skip``: not run, with why) and the paper's figure.
 :func:`compare` makes each row's model for each seed in its own run directory under
 ``<out>/runs``, named by the row and a hash of everything that decides the result (recipe,
 seed, data limit), so a rerun finds it and redoes only what changed; then it evaluates every
@@ -156,8 +157,8 @@ def make_row(row: Row, opts: Options, seed: int) -> tuple[Path, float, bool]:
         given = opts.lenet5_runs.get(row.key, [])
         if given:
             return Path(given[seed % len(given)]), 0.0, True
-        if row.recipe.get("distort"):
-            raise LookupError("give a paper-distort run directory (--lenet5-distort-run)")
+        if not row.recipe.get("distort"):  # the bundled weights are the paper-distort recipe's
+            raise LookupError("give paper-recipe run directories (--lenet5-run)")
         from ..weights import bundled_models
 
         return Path([m for m in bundled_models() if m["name"] == row.model][0]["path"]), 0.0, True
