@@ -1,0 +1,71 @@
+"""The CUDA path: skipped here (no GPU on the project's CPU machine), run where a device is lent
+(``python benchmarks/bench_cuda.py`` runs this file first). Each test compares with the CPU, so
+it can fail on a GPU machine for a real reason, not only crash."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lenet5.cli import main
+from lenet5.data.datasets import load_split
+from lenet5.data.transforms import Normalization, to_unit
+from lenet5.models import create_model
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+
+@pytest.mark.parametrize("name", ["lenet5-1998", "lenet5-modern-bn"])
+def test_forward_and_gradients_match_the_cpu(data_root, name):
+    images, labels = load_split("mnist", "test", data_root)
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    norm = Normalization.make("paper" if name == "lenet5-1998" else "standard", "mnist")
+    x, y = norm(to_unit(images[:64])), torch.as_tensor(labels[:64].astype(np.int64))
+    results = []
+    for device in ("cpu", "cuda"):
+        m = create_model(name).train().to(device)
+        m.load_state_dict(model.state_dict())
+        out = m(x.to(device))
+        loss = torch.nn.functional.cross_entropy(out if name != "lenet5-1998" else -out,
+                                                 y.to(device))
+        loss.backward()
+        results.append((out.detach().cpu(), [p.grad.detach().cpu() for p in m.parameters()]))
+    (out_c, grads_c), (out_g, grads_g) = results
+    torch.testing.assert_close(out_g, out_c, rtol=1e-4, atol=1e-4)
+    for g_g, g_c in zip(grads_g, grads_c):
+        torch.testing.assert_close(g_g, g_c, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra", [[], ["--amp"]])
+def test_lenet5_train_on_cuda_learns_and_loads_on_the_cpu(data_root, tmp_path, extra):
+    from lenet5.inference.load import load
+
+    run = tmp_path / "run"
+    assert main(["train", "--device", "cuda", "--model", "lenet5-modern", "--epochs", "1",
+                 "--limit-train", "5000", "--data-dir", str(data_root), "--out", str(run),
+                 "--no-progress", *extra]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["engine"] == "torch" and config["device"] == "cuda"
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["test_error"] < 0.20, row  # 11.5% after this one short pass on the CPU
+    loaded = load(str(run), device="cpu")  # a GPU run's checkpoint is device-neutral
+    assert loaded.model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_bundled_model_predicts_alike_on_cuda_and_cpu(data_root):
+    from lenet5.inference.load import load
+
+    images, _ = load_split("mnist", "test", data_root)
+    outs = []
+    for device in ("cpu", "cuda"):
+        loaded = load("lenet5-1998", device=device)
+        norm = Normalization(**loaded.meta["normalization"])
+        with torch.no_grad():
+            outs.append(loaded.model(norm(to_unit(images[:100])).to(device)).cpu())
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    assert torch.equal(outs[1].argmin(1), outs[0].argmin(1))
