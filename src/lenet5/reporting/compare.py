@@ -316,6 +316,8 @@ def compare(rows: list[Row], opts: Options) -> list[dict]:
                   "reject": float(np.mean(rejects)), "train_seconds": float(np.sum(seconds)),
                   "reused": all(reused), "params": params, "stored": stored, "macs": macs,
                   "runs": sources, **({"net1_alone": alone} if alone is not None else {})}
+        if row.kind == "lenet5":
+            result["origin"] = "given runs" if opts.lenet5_runs.get(row.key) else "bundled"
         if row.paper is not None:
             result["difference"] = result["error"] - row.paper
         results.append(result)
@@ -344,14 +346,13 @@ def markdown(results: list[dict]) -> str:
         params = f"{r['params']:,}" + (f" ({r['stored']:,} stored)" if r["stored"] > 2 * r["params"]
                                        else "")
         lines.append(f"| {r['label']} | {r['error']:.2f}{spread} | {paper} | {diff} | "
-                     f"{r['seeds']} | {r['reject']:.1f}% | {duration(r['train_seconds'])} | "
+                     f"{r['seeds']} | {r['reject']:.1f}% | "
+                     f"{r.get('origin') or duration(r['train_seconds'])} | "
                      f"{params} | {r['macs']:,} |")
     return "\n".join(lines) + "\n"
 
 
 def duration(seconds: float) -> str:
-    if seconds <= 0:
-        return "bundled"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
