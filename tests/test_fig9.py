@@ -15,8 +15,8 @@ from lenet5.data.deslant import deslant, deslant_images, moments
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.models import create_model, get_entry, list_models
 from lenet5.models.baselines import PCAQuadratic, RBFNetwork
-from lenet5.models.lenet4 import LeNet4KNN
 from lenet5.models.fig9_spec import LENET1_C3, lenet4_c3, lenet4_c5
+from lenet5.models.lenet4 import LeNet4KNN
 from lenet5.reporting.summary import layer_table
 
 FIG9_MODELS = [name for name in list_models() if get_entry(name).numpy is None]
