@@ -21,12 +21,12 @@ CARD_KEYS = {"name", "model", "preset", "command", "seed", "commit", "test", "pe
              "history", "train_config", "sha256", "bytes"}
 
 
-def test_modern_weights_are_bundled_and_default():
+def test_robust_weights_are_bundled_and_default():
     names = [b["name"] for b in BUNDLED]
-    assert "lenet5-modern" in names
-    assert default_name() == "lenet5-modern"
+    assert {"lenet5-modern", "lenet5-1998", "lenet5-robust"} <= set(names)
+    assert default_name() == "lenet5-robust"  # weights.DEFAULT_BUNDLE (issue #17)
     assert names[0] == default_name()  # the default is listed first (serve's first model)
-    assert Predictor.load().name == "lenet5-modern"
+    assert Predictor.load().name == "lenet5-robust"
 
 
 @pytest.mark.parametrize("entry", BUNDLED, ids=lambda b: b["name"])
@@ -47,12 +47,14 @@ def test_bundle_is_small_and_carded(entry):
 @pytest.mark.parametrize("engine", ["torch", "numpy"])
 @pytest.mark.parametrize("entry", BUNDLED, ids=lambda b: b["name"])
 def test_bundled_accuracy_matches_card(entry, engine, data_root):
-    """57 errors for lenet5-modern, 102 for lenet5-1998, on either engine, by bundled name."""
+    """57 errors for lenet5-modern, 102 for lenet5-1998, 89 for lenet5-robust, on either
+    engine, by bundled name."""
     card = entry["card"]
     m = evaluate_checkpoint(entry["name"], card["dataset"], "test", str(data_root), engine=engine)
     assert m["checkpoint"] == str(entry["path"])
     assert m["n"] == card["test"]["n"] == 10000
-    assert m["errors"] == card["test"]["errors"] == {"lenet5-modern": 57, "lenet5-1998": 102}[entry["name"]]
+    assert m["errors"] == card["test"]["errors"] == {"lenet5-modern": 57, "lenet5-1998": 102,
+                                                       "lenet5-robust": 89}[entry["name"]]
     assert m["per_class_accuracy"] == card["per_class_accuracy"]
 
 
@@ -62,7 +64,7 @@ def test_models_command_lists_bundled(capsys):
     assert {b["name"] for b in doc["bundled"]} == {b["name"] for b in BUNDLED}
     assert sum(b["default"] for b in doc["bundled"]) == 1
     assert main(["models"]) == 0
-    assert "* lenet5-modern" in capsys.readouterr().out
+    assert "* lenet5-robust" in capsys.readouterr().out
 
 
 def test_reproduce_command_resolves_to_the_same_config():

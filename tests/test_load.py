@@ -43,11 +43,11 @@ def digits(data_root):
 
 def test_no_source_is_the_default_bundled_model():
     loaded = load()
-    assert loaded.name == default_name() == "lenet5-modern"
-    assert loaded.path == BUNDLED["lenet5-modern"] and loaded.run_dir is None
+    assert loaded.name == default_name() == "lenet5-robust"
+    assert loaded.path == BUNDLED["lenet5-robust"] and loaded.run_dir is None
     assert not loaded.model.training  # eval mode
-    assert len(loaded.history) == loaded.meta["epoch"] == 15  # the checkpoint's own copy
-    assert loaded.train_config["preset"] == "best"
+    assert len(loaded.history) == loaded.meta["epoch"] == 20  # the checkpoint's own copy
+    assert loaded.train_config["preset"] == "robust"
 
 
 def test_a_bundled_name(tmp_path, monkeypatch):
@@ -81,7 +81,7 @@ def test_a_bare_checkpoint_file(tmp_path):
 
 
 def test_sources_that_are_not_there(tmp_path):
-    with pytest.raises(CheckpointError, match=r"no bundled model 'lenet5-2024' .*bundled: lenet5-modern, lenet5-1998"):
+    with pytest.raises(CheckpointError, match=r"no bundled model 'lenet5-2024' .*bundled: lenet5-robust, lenet5-1998, lenet5-modern"):
         load("lenet5-2024")
     with pytest.raises(CheckpointError, match="runs/missing: no checkpoint found"):
         load("runs/missing")
@@ -121,7 +121,7 @@ def test_both_engines_give_the_same_answers(name, digits):
 
 
 def test_the_default_is_the_same_everywhere(capsys, digits):
-    assert bundled_models()[0]["name"] == default_name() == "lenet5-modern"  # not alphabetical
+    assert bundled_models()[0]["name"] == default_name() == "lenet5-robust"
     assert Predictor.load().name == default_name()
     assert main(["models", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -352,7 +352,7 @@ def test_cli_predict_reports_bad_files_and_keeps_going(tmp_path, mnist_test, cap
 
     assert main(["predict", str(good), str(blank), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["posterior"] == "softmax" and doc["model"] == "lenet5-modern"
+    assert doc["posterior"] == "softmax" and doc["model"] == "lenet5-robust"
     first, second = doc["results"]
     assert first["label"] == 7 and len(first["top_k"]) == 3 and "no digit found" in second["error"]
     assert main(["predict", str(good)]) == 0

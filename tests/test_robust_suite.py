@@ -60,12 +60,15 @@ def test_corrupt_refuses_what_it_cannot_do(digits):
         corrupt((digits[0] * 255).astype(np.uint8), "rotate", 10)
 
 
-def test_the_bundled_model_degrades_with_severity(digits):
-    p = Predictor.load()
-    res = robustness.curves([p], *digits, {"noise": (0, 0.5), "rotate": (0, 50)})[p.name]
+def test_bundled_models_degrade_with_severity_and_the_robust_one_least(digits):
+    modern, robust = Predictor.load("lenet5-modern"), Predictor.load("lenet5-robust")
+    res = robustness.curves([modern, robust], *digits, {"noise": (0, 0.5), "rotate": (0, 60)})
     for kind in ("noise", "rotate"):
-        (_, clean), (_, strong) = res[kind]
+        (_, clean), (_, strong) = res["lenet5-modern"][kind]
         assert clean >= 0.97 and strong < clean - 0.1
+        (_, r_clean), (_, r_strong) = res["lenet5-robust"][kind]
+        assert r_clean >= 0.97 and strong < r_strong < r_clean
+    p = robust
     probe = robustness.probe(p, *digits)
     assert len(probe["settings"]) == len(PROBE) == 10
     assert probe["mean"] == pytest.approx(np.mean(list(probe["settings"].values())))

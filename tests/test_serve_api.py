@@ -460,7 +460,7 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     # Default: every bundled model, the one `lenet5 models` calls the default first (served
     # as the page's default), whatever the alphabet says.
     everything = [p.name for p in load_predictors([], [])]
-    assert everything[0] == default_name() == "lenet5-modern" and sorted(everything) == sorted(bundled)
+    assert everything[0] == default_name() == "lenet5-robust" and sorted(everything) == sorted(bundled)
 
     (tmp_path / "empty").mkdir()
     assert main(["serve", "--checkpoint", str(tmp_path / "empty")]) == 1
