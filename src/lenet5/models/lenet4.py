@@ -10,8 +10,8 @@ C1 (4 maps, 5x5) -> S2 (8 maps: each C1 map subsampled twice, with its own coeff
 -> S4 (16 maps) -> C5 (120 units, 5x5 windows on ``c5_inputs`` of S4's 16 maps) -> 10 outputs.
 
 The paper's two counts cannot both hold with a fully connected 120-unit layer (that alone is
-48,120 weights), so the 120 units read ``c5_inputs`` = 5 maps each by default: 18,122 weights
-and about 270,000 connections (docs/fig9.md; ``lenet5 summary lenet4``). Layers as in the 1998
+48,120 weights), so the 120 units read ``c5_inputs`` = 5 maps each by default: 18,098 weights
+and 269,306 connections (docs/fig9.md; ``lenet5 summary lenet4``). Layers as in the 1998
 network: scaled tanh, trainable subsampling, fan-in initialisation; a linear 10-way output.
 """
 
