@@ -5,8 +5,8 @@ C1 (4 maps, 5x5) -> S2 (2x2 subsampling) -> C3 (12 maps, 5x5, each reading 2 of 
 :data:`~.fig9_spec.LENET1_C3`) -> S4 (2x2) -> 10 outputs fully connected to S4's 12 x 4 x 4.
 Layers as in the 1998 network (:mod:`.lenet5_1998`): the scaled tanh, trainable subsampling
 coefficients, the fan-in initialisation; the output is a linear 10-way layer (logits, trained
-with cross-entropy: docs/fig9.md). 2,678 trainable parameters, 104,842 connections, 100,992 multiply-adds
-(``lenet5 summary lenet1``; the paper: about 3k and 100k).
+with cross-entropy: docs/fig9.md). 2,678 trainable parameters, 104,842 connections and
+100,992 multiply-adds (``lenet5 summary lenet1``; the paper: about 3k and 100k).
 
 Downsampling: MNIST's 28x28 images hold a 20x20 digit box. The model takes the usual 32x32
 field, scales it by ``digit / 20`` (bilinear) and pads the result back to 28x28 with its border
