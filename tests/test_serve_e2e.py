@@ -322,10 +322,10 @@ def test_a_dot_is_no_digit_when_the_model_can_refuse(server, browser):
     page.wait_for_selector("#model option", state="attached")
     draw_with_mouse(page, [[(0.3, 0.3)]])  # one tap: a single round dot
     assert settled(page) == "done"
+    page.screenshot(path=str(ARTIFACTS / "no-digit.png"))
     assert page.locator("#prediction").get_attribute("data-verdict") == "no digit"
     assert page.locator("#prediction").text_content() == "no digit"
     assert page.locator("#confidence").text_content().startswith("no digit")
     assert page.locator("#bars li.top").count() == 0 and page.locator("#bars li.guess").count() == 1
-    page.screenshot(path=str(ARTIFACTS / "no-digit.png"))
     assert seen == {"errors": [], "foreign": []}
     page.close()

@@ -8,7 +8,7 @@ generator draws such pages as a user would hand them over (dark marks on a light
 - ``noise``: a page of pixel noise, Gaussian or uniform, sometimes smoothed into blotches;
 - ``nearblank``: a light page with one to five specks or a faint smudge;
 - ``scribble``: two to five random pen paths that wander and cross;
-- ``dot``: a single round mark, small or large;
+- ``dot``: a single round mark, small or large, with soft edges (a tap on the page's pad);
 - ``hatch``: a handful of parallel or crossing straight strokes.
 
 The same generator calibrates the reject option (one seed), tests it and measures it (other
@@ -72,10 +72,17 @@ def scribble(rng: np.random.Generator) -> Image.Image:
 
 
 def dot(rng: np.random.Generator) -> Image.Image:
-    img, draw, ink = _page(rng)
-    x, y = rng.uniform(15, SIDE - 15, 2)
-    r = rng.uniform(1.5, 14)
-    draw.ellipse([x - r, y - r, x + r, y + r], fill=ink)
+    """One round mark, drawn at 4x and averaged down (soft edges, as a canvas or a pen makes
+    them), sometimes blurred further."""
+    paper = int(rng.integers(200, 256))
+    big = Image.new("L", (4 * SIDE, 4 * SIDE), paper)
+    ink = int(rng.integers(0, max(1, paper - 120)))
+    x, y = rng.uniform(15, SIDE - 15, 2) * 4
+    r = rng.uniform(1.5, 14) * 4
+    ImageDraw.Draw(big).ellipse([x - r, y - r, x + r, y + r], fill=ink)
+    img = big.resize((SIDE, SIDE), Image.Resampling.BOX)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2))))
     return img
 
 
