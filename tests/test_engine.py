@@ -179,3 +179,17 @@ def test_busy_cores_is_measured_and_bounded():
     from lenet5.training.threads import busy_cores
 
     assert 0.0 <= busy_cores(0.02) <= (os.cpu_count() or 1) + 1e-9  # /proc/stat: a share of all
+
+
+@pytest.mark.parametrize("model", ["knn", "lenet4-knn"])
+def test_closed_form_models_are_refused_by_train_in_one_line(data_root, tmp_path, capsys, model):
+    from lenet5.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--model", model, "--data-dir", str(data_root), "--limit-train", "100",
+               "--epochs", "1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and err == [f"lenet5: error: {model} is fitted in closed form, not trained by "
+                               "gradient descent: `lenet5 compare` fits and saves it "
+                               "(docs/fig9.md)"]
+    assert not out.exists()  # nothing claimed, nothing to clean up

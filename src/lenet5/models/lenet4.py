@@ -72,6 +72,8 @@ class LeNet4KNN(LeNet4):
     (Section III-C-8). The network's weights come from a trained LeNet-4 (``load_state_dict``
     with ``strict=False``: all but its output layer); :meth:`fit` stores the features."""
 
+    closed_form = True  # fitted on a trained LeNet-4 by lenet5 compare, not trained itself
+
     def __init__(self, config: LeNet4KNNConfig | None = None):
         from .baselines import NearestNeighbours
 

@@ -30,6 +30,9 @@ class TorchEngine(Engine):
                  ddp: bool = False):
         super().__init__(cfg, model_config, device, ddp)
         model = create_model(cfg.model, **model_config)  # from the generator the loop seeded
+        if getattr(model, "closed_form", False):  # Fig. 9's fitted baselines
+            raise ValueError(f"{cfg.model} is fitted in closed form, not trained by gradient "
+                             "descent: `lenet5 compare` fits and saves it (docs/fig9.md)")
         if ddp:  # batch-norm statistics over the global batch, as in one process
             from .distributed import has_batchnorm, sync_batchnorm
 
