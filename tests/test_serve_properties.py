@@ -38,7 +38,10 @@ def check(r) -> None:
     body = r.json()
     if r.status_code == 200:
         assert list(body) == list(PredictResponse.model_fields)
-        assert 0 <= body["label"] <= 9 and np.isfinite(body["probs"]).all()
+        # A digit, or (the reject option) null with a verdict and the model's guess.
+        label = body["guess"] if body["label"] is None else body["label"]
+        assert body["label"] is not None or body["verdict"] in ("no digit", "unsure")
+        assert 0 <= label <= 9 and np.isfinite(body["probs"]).all()
     else:
         assert body["status"] == r.status_code and isinstance(body["error"], str) and body["error"]
 
