@@ -39,8 +39,8 @@ SGD = dict(model="lenet5-modern", model_args={}, optimizer="sgd", lr=0.05, momen
 
 
 def config(out: Path, **kw) -> dict:
-    base = dict(data_dir=DATA_DIR, device="cpu", deterministic=True, threads=1, seed=0,
-                progress=False, out=str(out))
+    base = dict(data_dir=DATA_DIR, device="cpu", engine="torch", deterministic=True, threads=1,
+                seed=0, progress=False, out=str(out))  # DDP is torch's: compare torch with torch
     return {**base, **kw}
 
 
