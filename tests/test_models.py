@@ -235,7 +235,8 @@ def test_onecycle_linear_is_the_fast_recipes_schedule():
 
 def test_variants_are_models_with_their_own_parameter_counts():
     counts = {name: trainable(create_model(name)) for name in LENET5_MODELS}
-    assert counts == {"lenet5-1998": 60000, "lenet5-modern": 61706, "lenet5-modern-bn": 61932}
+    assert counts == {"lenet5-1998": 60000, "lenet5-modern": 61706, "lenet5-modern-bn": 61932,
+                      "lenet5-lush": 51046}
     assert canonical("lenet5-modern-bn", {"dropout": 0.1}) == (
         "lenet5-modern", {"batchnorm": True, "dropout": 0.1})
     assert make_config("lenet5-modern-bn").batchnorm and not make_config("lenet5-modern").batchnorm
@@ -282,11 +283,15 @@ def test_models_command_shows_what_presets_and_bundled_weights_train(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "`" not in out  # no reStructuredText in a terminal
-    lines = {line.split()[0].lstrip("*"): line for line in out.splitlines() if line.strip()}
-    assert "61,932 params  lenet5-modern-bn (dropout 0.1)" in lines["best"]
-    assert "61,706 params" in lines["lenet5-modern"] and "61,932 params" in lines["lenet5-modern-bn"]
-    bundled = [line for line in out.splitlines() if line.startswith("* ")]
-    assert len(bundled) == 1 and "61,932 params  lenet5-modern-bn (dropout 0.1)" in bundled[0]
+    sections = out.split("\npresets")
+    models = {line.split()[0]: line for line in sections[0].splitlines()[1:] if line.strip()}
+    presets, bundles = sections[1].split("\nbundled weights")
+    presets = {line.split()[0]: line for line in presets.splitlines()[1:] if line.strip()}
+    assert "61,932 params  lenet5-modern-bn (dropout 0.1)" in presets["best"]
+    assert "61,706 params" in models["lenet5-modern"] and "61,932 params" in models["lenet5-modern-bn"]
+    default = [line for line in bundles.splitlines() if line.startswith("* ")]
+    assert len(default) == 1 and default[0].split()[1] == "lenet5-robust"
+    assert "61,932 params  lenet5-modern-bn (dropout 0.1)" in default[0]
 
 
 def test_registry_errors():
