@@ -91,4 +91,4 @@ def test_report_command_on_a_trained_1998_run(data_root, tmp_path):
     assert f"{errors} errors</b> in 10,000 images" in text
     rows = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and text.count("<tr>") >= 2 + 12 + 8
-    assert len(images) == 7
+    assert len(images) == 8  # curves, confusion, per class, errors, kernels, maps, prototypes, robustness
