@@ -385,4 +385,4 @@ def test_random_tensor_dtypes_open_or_are_a_checkpoint_error(scratch, data):
     # What opens holds floats where the model has floats (a float16/64 copy is still the model).
     for key, v in changed.items():
         assert np.issubdtype(v.dtype, np.floating) == np.issubdtype(tensors[key].dtype, np.floating)
-    assert loaded.meta["model"] == name
+    assert loaded.meta["model"] == meta["model"]  # the architecture the bundle holds
