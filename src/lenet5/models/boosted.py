@@ -20,20 +20,19 @@ import math
 from collections import OrderedDict
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_model
+from .baselines import LogitsModel
 from .fig9_spec import BoostedConfig, LeNet4Config
 from .lenet4 import LeNet4
-from .spec import scores as head_scores
 
 MEMBERS = ("net1", "net2", "net3")
 
 
 @register_model("boosted-lenet4", config=BoostedConfig, head="logits", normalization="paper",
                 loss="ce")
-class BoostedLeNet4(nn.Module):
+class BoostedLeNet4(LogitsModel):
     """Three LeNet-4s, outputs added, net 1 alone when it is confident."""
 
     def __init__(self, config: BoostedConfig | None = None):
@@ -57,12 +56,3 @@ class BoostedLeNet4(nn.Module):
         added = torch.logsumexp(torch.stack(logs), 0) - math.log(len(logs))  # log mean prob
         feats["out"] = torch.where(self.exits(logs[0])[:, None], logs[0], added)  # (B, 10)
         return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)["out"]
-
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
-        return head_scores(out, "logits")
-
-    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(out, 1)

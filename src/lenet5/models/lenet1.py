@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_model
+from .baselines import LogitsModel
 from .fig9_spec import LENET1_C3, LeNet1Config
 from .lenet5_1998 import Conv, Full, Subsampling, TableConv, squash
-from .spec import scores as head_scores
 
 FIELD, BOX = 28, 20  # MNIST's field and the digit box inside it
 
@@ -44,7 +43,7 @@ def shrink_field(x: torch.Tensor, digit: int, field: int = FIELD) -> torch.Tenso
 
 
 @register_model("lenet1", config=LeNet1Config, head="logits", normalization="paper", loss="ce")
-class LeNet1(nn.Module):
+class LeNet1(LogitsModel):
     """LeNet-1: 16x16 digit, 4 and 12 feature maps, 10 outputs."""
 
     layer_names = ("c1", "s2", "c3", "s4")
@@ -67,12 +66,3 @@ class LeNet1(nn.Module):
         x = feats["s4"] = squash(self.s4(x))  # (B, 12, 4, 4)
         feats["out"] = self.head(x.flatten(1))  # (B, 10) logits
         return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)["out"]
-
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
-        return head_scores(out, "logits")
-
-    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(out, 1)

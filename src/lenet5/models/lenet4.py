@@ -20,17 +20,15 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from . import register_model
+from .baselines import LogitsModel
 from .fig9_spec import LeNet4Config, LeNet4KNNConfig, lenet4_c3, lenet4_c5
 from .lenet5_1998 import Conv, Full, Subsampling, TableConv, squash
-from .spec import scores as head_scores
 
 
 @register_model("lenet4", config=LeNet4Config, head="logits", normalization="paper", loss="ce")
-class LeNet4(nn.Module):
+class LeNet4(LogitsModel):
     """LeNet-4: 4, 8, 16, 16 maps, 120 units, 10 outputs."""
 
     layer_names = ("c1", "s2", "c3", "s4", "c5")
@@ -54,15 +52,6 @@ class LeNet4(nn.Module):
         x = feats["c5"] = squash(self.c5(x))  # (B, 120, 1, 1)
         feats["out"] = self.head(x.flatten(1))  # (B, 10) logits
         return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)["out"]
-
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
-        return head_scores(out, "logits")
-
-    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(out, 1)
 
 
 @register_model("lenet4-knn", config=LeNet4KNNConfig, head="logits", normalization="paper",
