@@ -20,6 +20,12 @@ a JSON and the Fig. 5 overlay with the seed band:
     python benchmarks/bench_paper.py --preset lush --seeds 0-4 --engine compiled --val-split 10000 \
         --set sdlm_mu=0.04 --no-train        # aggregate only the runs that exist
 
+The ablation table (issue 15, item 4; the runs: benchmarks/ablate_paper.sh): saved ``--seeds``
+results against the first one, the baseline, with Welch's t on the seeds' final errors:
+
+    python benchmarks/bench_paper.py --ablation benchmarks/results/seeds-paper-compiled-val10000.json \
+        benchmarks/results/seeds-paper-compiled-val10000-*.json
+
 The NumPy engine is the default here because at batch 1 it is about 3x faster per pattern than
 PyTorch on this CPU (docs/results.md); ``--engine torch`` runs the same recipe in PyTorch.
 """
@@ -57,6 +63,8 @@ def main() -> int:
     p.add_argument("--json", default=None, help="result file (default benchmarks/results/...)")
     p.add_argument("--png", default=None, help="error-by-pass plot (default docs/curves-<tag>.png)")
     p.add_argument("--replot", metavar="RESULT_JSON", help="only redraw the plot of a saved result")
+    p.add_argument("--ablation", nargs="+", metavar="SEEDS_JSON",
+                   help="only print saved --seeds results against the first (the baseline)")
     p.add_argument("--table", nargs="+", metavar="RESULT_JSON",
                    help="only print saved results side by side (one column per file)")
     p.add_argument("--preset", default=None,
@@ -72,6 +80,8 @@ def main() -> int:
     args = p.parse_args()
     if args.seeds:
         return seeds_main(args)
+    if args.ablation:
+        return ablation([json.loads(Path(f).read_text()) for f in args.ablation])
     if args.table:
         return table([json.loads(Path(f).read_text()) for f in args.table])
     if args.replot:
@@ -331,6 +341,42 @@ def plot_seeds(agg: dict, title: str, png: Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, png)
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float] | None:
+    """Welch's t of mean(b) - mean(a) and its two-sided p (scipy), or None under two values each."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy.stats import ttest_ind
+
+    res = ttest_ind(b, a, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def ablation(results: list[dict]) -> int:
+    """Markdown: per saved ``--seeds`` result its change (``--set`` items, passes), the final
+    error on its split per seed, mean +- std, the training-set error, and the difference of the
+    means from the first result (the baseline) with Welch's t and p over the seeds."""
+    base = results[0]
+    base_vals = list(base["final"].values())
+
+    def change(r: dict) -> str:
+        return " ".join(f"--set {s}" for s in r["sets"]) or "(baseline)"
+
+    rows = []
+    for r in results:
+        vals = [r["final"][k] for k in sorted(r["final"], key=int)]
+        summ, tr = r["summary"], r.get("summary_train_set")
+        diff = summ["mean"] - base["summary"]["mean"]
+        t = welch(base_vals, vals) if r is not base else None
+        rows.append((change(r), ",".join(str(s) for s in r["seeds"]),
+                     f"{summ['mean']:.2f} +- {summ['std']:.2f} ({', '.join(f'{v:.2f}' for v in vals)})",
+                     f"{tr['mean']:.2f} +- {tr['std']:.2f}" if tr else "-",
+                     "-" if r is base else f"{diff:+.2f}",
+                     f"t = {t[0]:+.1f}, p = {t[1]:.2f}" if t else "-"))
+    markdown_table(["change from the baseline", "seeds", f"{base['split']} error % (per seed)",
+                    "training-set error %", "difference", "Welch"], rows)
+    return 0
 
 
 if __name__ == "__main__":
