@@ -61,3 +61,19 @@ def test_finished_runs_only(bench, tmp_path):
     assert bench.finished_rows(run, 3) is None
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows([2, 1], [2, 1])))
     assert bench.finished_rows(run, 3) is None and len(bench.finished_rows(run, 2)) == 2
+
+
+def test_ablation_welch_and_table(bench, capsys):
+    # Welch's t by hand: means 1.0 and 1.3, variances 0.01 and 0.04 over 3 each.
+    t, p = bench.welch([0.9, 1.0, 1.1], [1.1, 1.3, 1.5])
+    assert t == pytest.approx(0.3 / ((0.01 + 0.04) / 3) ** 0.5) and 0.05 < p < 0.2
+    assert bench.welch([1.0], [1.1, 1.2]) is None
+    runs = {0: rows([1.0, 1.2], [0.5, 0.4], 2), 1: rows([1.0, 1.0], [0.5, 0.6], 2)}
+    base = {**bench.aggregate(runs, "val"), "sets": []}
+    row = {**base, "sets": ["shuffle=false"], "final": {"0": 1.5, "1": 1.7},
+           "summary": bench.summary([1.5, 1.7])}
+    assert bench.ablation([base, row]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| (baseline) | 0,1 | 1.20 +- 0.14 (1.30, 1.10) | 0.50 +- 0.14 | - |")
+    assert "| --set shuffle=false | 0,1 | 1.60 +- 0.14 (1.50, 1.70) |" in out[3]
+    assert "| +0.40 | t = +2.8, p = 0.11 |" in out[3]  # 0.4 / sqrt(0.02 / 2 + 0.02 / 2)
