@@ -14,7 +14,7 @@ from lenet5.data.datasets import load_split
 from lenet5.data.deslant import deslant, deslant_images, moments
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.models import create_model, get_entry, list_models
-from lenet5.models.baselines import PCAQuadratic, RBFNetwork
+from lenet5.models.baselines import PCAQuadratic, RBFNetwork, Retina
 from lenet5.models.fig9_spec import LENET1_C3, lenet4_c3, lenet4_c5
 from lenet5.models.lenet4 import LeNet4KNN
 from lenet5.reporting.summary import layer_table
@@ -137,6 +137,28 @@ def test_deslant_of_blank_and_uint8_digits(upright):
     assert np.abs(out.astype(int) - digits).max() <= 40  # already upright: little moves
     with pytest.raises(ValueError, match="expects"):
         deslant(torch.zeros(32, 32))
+
+
+def test_retina_windows_on_real_digits(digits):
+    xs, _, _, _ = digits
+    x = NORM(to_unit(xs[:300]))  # (300, 1, 32, 32)
+    centre = Retina(20, box="centre")(x).view(-1, 20, 20)
+    assert torch.equal(centre, x[:, 0, 6:26, 6:26])  # rows and columns 4-23 of the 28x28 field
+    ink = Retina(20, box="ink")(x).view(-1, 20, 20)
+    # MNIST's digit boxes are at most 20x20: the ink window keeps all the ink, the centre not.
+    whole = (x + 0.1).sum((1, 2, 3))
+    assert torch.allclose((ink + 0.1).sum((1, 2)), whole, rtol=1e-5)
+    assert ((centre + 0.1).sum((1, 2)) < 0.99 * whole).float().mean() > 0.3
+    # The digit box placed elsewhere in a blank field: the same window is found again (but
+    # where the box was clamped to the field's edge, the ink is not centred in it).
+    moved = torch.full_like(x, -0.1)
+    moved[:, 0, 4:24, 9:29] = ink  # rows 2-21, columns 7-26 of the 28x28 field
+    found = Retina(20, box="ink")(moved).view(-1, 20, 20)
+    assert (found == ink).flatten(1).all(1).float().mean() > 0.95
+    blank = torch.full((2, 1, 32, 32), -0.1)
+    assert torch.equal(Retina(20, box="ink")(blank), Retina(20, box="centre")(blank))
+    with pytest.raises(ValueError, match="box must be"):
+        create_model("mlp", box="corner")
 
 
 # ----------------------------------------------------------------------------- k-NN

@@ -131,13 +131,20 @@ class RBFNetworkConfig:
         return asdict(self)
 
 
+BOXES = ("", "centre", "ink")  # MLPConfig.box
+
+
 @dataclass
 class MLPConfig:
     hidden: tuple[int, ...] = (300,)  # hidden layer widths
     input: int = 28  # 28: the 28x28 image; 20: resized to 20x20 (the deslanted 20x20-300-10)
     deslant: bool = False
+    box: str = ""  # input < 28, not resized: "centre" of the 28x28 field; "ink": centred on
+    # the ink's bounding box (MNIST's digit box); "": the field resized (docs/fig9.md)
 
     def __post_init__(self) -> None:
+        if self.box not in BOXES:
+            raise ValueError(f"box must be one of {', '.join(map(repr, BOXES))}; got {self.box!r}")
         self.hidden = tuple(int(h) for h in self.hidden)
         if not 1 <= len(self.hidden) <= 4:
             raise ValueError("hidden needs 1 to 4 widths")
@@ -205,4 +212,9 @@ FIG9_VARIANTS: list[dict] = [
          hidden=(500, 150)),
     dict(name="mlp-20x20-300-deslant", base="mlp", description="deslanted 20x20-300-10 "
          "(Fig. 9: 1.6%)", hidden=(300,), input=20, deslant=True),
+    dict(name="mlp-box20-300-deslant", base="mlp", description="deslanted 20x20-300-10 on the "
+         "digit's 20x20 box (Fig. 9: 1.6%)", hidden=(300,), input=20, deslant=True, box="ink"),
+    dict(name="mlp-centre20-300-deslant", base="mlp", description="deslanted 20x20-300-10 on "
+         "the central 20x20 of the field (Fig. 9: 1.6%)", hidden=(300,), input=20,
+         deslant=True, box="centre"),
 ]

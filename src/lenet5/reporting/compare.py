@@ -67,8 +67,8 @@ ROWS: tuple[Row, ...] = (
     Row("mlp-300", "28x28-300-10", 4.7, "train", "mlp-300", MLP),
     Row("mlp-300-distort", "28x28-300-10, distortions", 3.6, "train", "mlp-300",
         dict(MLP, distort=True)),
-    Row("mlp-20x20-300-deslant", "deslanted 20x20-300-10", 1.6, "train",
-        "mlp-20x20-300-deslant", MLP),
+    Row("mlp-20x20-300-deslant", "deslanted 20x20-300-10 (digit box)", 1.6, "train",
+        "mlp-box20-300-deslant", MLP),  # resized field: mlp-20x20-300-deslant; docs/fig9.md
     Row("mlp-1000", "28x28-1000-10", 4.5, "train", "mlp-1000", MLP),
     Row("mlp-1000-distort", "28x28-1000-10, distortions", 3.8, "train", "mlp-1000",
         dict(MLP, distort=True)),
