@@ -327,6 +327,33 @@ def test_pass_modern_equals_numpy_steps(mnist, config):
         assert rel(got[name].astype(np.float64), v.astype(np.float64)) <= 1e-9, name
 
 
+@pytest.mark.parametrize("config", [{"batchnorm": True, "dropout": 0.2}, {"pool": "avg"}])
+def test_modern_pass_is_the_same_on_one_thread_or_two(mnist, config):
+    """The modern model's batch-wide kernels run on Numba's threads, with every sum in one
+    order whatever their number: a pass ends at the same weights, bit for bit."""
+    import numba
+
+    images, labels = mnist[0][:300], mnist[1][:300]
+    order = np.random.default_rng(7).permutation(300)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            seed_dropout(11)
+            model = build("lenet5-modern", config, np.float32, seed=4)
+            opt = make_optimizer(model, "sgd", 0.05, momentum=0.9, nesterov=True)
+            totals = model.train_pass(images, labels, order, opt, batch_size=64,
+                                      normalization=(SHIFT, SCALE))
+            results.append((totals, model.theta.copy(), model.evaluate_images(mnist[2][:200])))
+    finally:
+        numba.set_num_threads(before)
+    (t1, theta1, out1), (t2, theta2, out2) = results
+    assert t1 == t2 and np.array_equal(theta1, theta2) and np.array_equal(out1, out2)
+    assert np.isfinite(theta1).all() and not np.array_equal(theta1, build(
+        "lenet5-modern", config, np.float32, seed=4).theta)  # it trained
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_per_update_rates_follow_numpy(mnist, dtype):
     """One rate per update. float64: the same weights; float32: the runs drift apart only as

@@ -1,7 +1,9 @@
 """Batch-wide layers of the modern variant: batch-norm, ReLU/tanh, max/average pooling, dropout.
 
 Unlike the per-pattern layers of :mod:`.layers`, these see the whole batch ``(B, C, rows*W)``:
-batch-norm needs its statistics, and the others are cheapest as one sweep. Maps use the wide
+batch-norm needs its statistics, and the others are cheapest as one sweep. They run in
+parallel (``prange``) over channels (batch-norm) or patterns (the rest); no two iterations
+write the same value, so the results are those of one thread. Maps use the wide
 layout of :mod:`.layers` (``rows`` rows of stride ``width``, the first ``valid`` columns
 meaningful); a vector ``(B, F)`` is the case rows = width = valid = 1. Gradient maps carry
 ``off`` (``PAD``) leading zeros. Semantics follow :mod:`lenet5.scratch.layers` (PyTorch's).
@@ -12,9 +14,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import prange
 
-from .jit import jit
-from .layers import tanh
+from .jit import jit, parallel_jit
+from .layers import conv_backward, conv_forward, linear_forward, tanh
+from .simd import vdot, vsum
 
 RELU, TANH = 0, 1
 MAX, AVG = 0, 1
@@ -24,29 +28,46 @@ MAX, AVG = 0, 1
 
 
 @jit
-def bn_forward(z, rows, width, valid, weight, bias, rmean, rvar, count, training, momentum, eps,
-               mean, invstd, y):
-    """``y = (z - mean) * invstd * weight + bias`` per channel, statistics over (B, positions):
-    the batch's (biased variance; running mean and unbiased running variance updated with
-    ``momentum``, ``count`` incremented) in training, the running ones otherwise."""
+def _junk_sum(a, off, rows, width, valid, shift, square):
+    """The sum of ``a[off + k] - shift`` (squared if ``square``) over the junk columns
+    ``valid..width-1`` of rows ``0..rows-2`` (the last row ends at its last valid column)."""
+    s = 0.0
+    for r in range(rows - 1):
+        for x in range(valid, width):
+            e = a[off + r * width + x] - shift
+            s += e * e if square else e
+    return s
+
+
+@parallel_jit
+def bn_act_forward(z, rows, width, valid, weight, bias, rmean, rvar, count, training, momentum,
+                   eps, mean, invstd, act, y):
+    """``y = act((z - mean) * invstd * weight + bias)`` per channel, statistics over (B,
+    positions): the batch's (biased variance; running mean and unbiased running variance
+    updated with ``momentum``, ``count`` incremented) in training, the running ones otherwise.
+
+    Channels run in parallel. A map's sums run over its whole span (``(rows - 1) * width +
+    valid`` values, eight or four lanes at a time, :mod:`.simd`) less the junk columns'
+    share, and maps are added in float64; ``y`` is written over the whole span (junk too)."""
     t = z.dtype.type
     nb, nc = z.shape[0], z.shape[1]
     n = nb * rows * valid
+    span = (rows - 1) * width + valid
     m = t(momentum)
-    for c in range(nc):
+    for c in prange(nc):
         if training:
             s = 0.0
             for b in range(nb):
-                for r in range(rows):
-                    for x in range(valid):
-                        s += z[b, c, r * width + x]
+                s += vsum(z[b, c], 0, span) - _junk_sum(z[b, c], 0, rows, width, valid,
+                                                        t(0), False)
             mu = t(s / n)
             v = 0.0
             for b in range(nb):
-                for r in range(rows):
-                    for x in range(valid):
-                        e = z[b, c, r * width + x] - mu
-                        v += e * e
+                zb, yb = z[b, c], y[b, c]
+                for k in range(span):
+                    yb[k] = zb[k] - mu
+                v += vdot(yb, 0, yb, 0, span) - _junk_sum(yb, 0, rows, width, valid, t(0),
+                                                          True)
             var = t(v / n)
             rmean[c] = t(1 - momentum) * rmean[c] + m * mu
             rvar[c] = t(1 - momentum) * rvar[c] + m * var * t(n / max(n - 1, 1))
@@ -55,44 +76,58 @@ def bn_forward(z, rows, width, valid, weight, bias, rmean, rvar, count, training
         inv = t(1.0 / math.sqrt(var + eps))
         mean[c], invstd[c] = mu, inv
         w, bb = weight[c], bias[c]
+        zero = t(0)
         for b in range(nb):
-            for r in range(rows):
-                for x in range(valid):
-                    k = r * width + x
-                    y[b, c, k] = (z[b, c, k] - mu) * inv * w + bb
+            zb, yb = z[b, c], y[b, c]
+            if act == RELU:
+                for k in range(span):
+                    v = (zb[k] - mu) * inv * w + bb
+                    yb[k] = v if v > zero else zero
+            else:
+                for k in range(span):
+                    yb[k] = tanh((zb[k] - mu) * inv * w + bb)
     if training:
         count[0] += 1
 
 
-@jit
-def bn_backward(d, off, z, rows, width, valid, weight, mean, invstd, training, gw, gb):
-    """``d`` (gradient of the output, ``off`` leading pads) becomes the gradient of ``z``, in
-    place; ``gw, gb +=``. In training the batch statistics depend on every input."""
+@parallel_jit
+def act_bn_backward(d, off, z, y, rows, width, valid, weight, mean, invstd, training, act, gw,
+                    gb):
+    """``d`` (gradient of ``y = act(bn(z))``, ``off`` leading pads, zero in the junk columns)
+    becomes the gradient of ``z``, in place, junk still zero; ``gw, gb +=``. In training the
+    batch statistics depend on every input. Channels in parallel, sums over whole spans as in
+    :func:`bn_act_forward` (the junk's gradient is zero, so it adds nothing)."""
     t = z.dtype.type
     nb, nc = z.shape[0], z.shape[1]
     n = nb * rows * valid
-    for c in range(nc):
+    span = (rows - 1) * width + valid
+    for c in prange(nc):
         mu, inv = mean[c], invstd[c]
-        sw, sb = 0.0, 0.0  # sums over up to B * 784 terms: in float64
+        xh = np.empty(span, z.dtype)  # the normalised input of one map
+        sw, sb = 0.0, 0.0  # maps added in float64
         for b in range(nb):
-            for r in range(rows):
-                for x in range(valid):
-                    k = r * width + x
-                    g = d[b, c, off + k]
-                    sw += g * ((z[b, c, k] - mu) * inv)
-                    sb += g
+            db, zb = d[b, c], z[b, c]
+            act_backward(act, db[off:off + span], y[b, c, :span])
+            for k in range(span):
+                xh[k] = (zb[k] - mu) * inv
+            sw += vdot(db, off, xh, 0, span)
+            sb += vsum(db, off, span)
         gw[c] += t(sw)
         gb[c] += t(sb)
         scale = weight[c] * inv
         mean_d, mean_dx = t(sb) / t(n), t(sw) / t(n)
         for b in range(nb):
-            for r in range(rows):
-                for x in range(valid):
-                    k = r * width + x
-                    g = d[b, c, off + k]
-                    if training:
-                        g = g - mean_d - ((z[b, c, k] - mu) * inv) * mean_dx
-                    d[b, c, off + k] = g * scale
+            db, zb = d[b, c], z[b, c]
+            g = db[off:off + span]
+            if training:
+                for k in range(span):
+                    g[k] = (g[k] - mean_d - ((zb[k] - mu) * inv) * mean_dx) * scale
+            else:
+                for k in range(span):
+                    g[k] = g[k] * scale
+            for r in range(rows - 1):  # the junk columns' gradient stays zero
+                for x in range(valid, width):
+                    g[r * width + x] = 0
 
 
 # ---------------------------------------------------------------- activations
@@ -121,16 +156,34 @@ def act_backward(kind, d, y):
             d[i] *= (y[i] * y[i] - t(1)) * t(-1)
 
 
+@parallel_jit
+def act_maps_forward(kind, z, y):
+    """``y = act(z)`` over a batch ``(B, C, n)``, patterns in parallel (no batch-norm)."""
+    for b in prange(z.shape[0]):
+        for c in range(z.shape[1]):
+            y[b, c] = z[b, c]
+            act_forward(kind, y[b, c])
+
+
+@parallel_jit
+def act_maps_backward(kind, d, off, y):
+    """``d[:, :, off:off + n] *= f'`` from ``y (B, C, n)``, patterns in parallel."""
+    n = y.shape[2]
+    for b in prange(y.shape[0]):
+        for c in range(y.shape[1]):
+            act_backward(kind, d[b, c, off:off + n], y[b, c])
+
+
 # ---------------------------------------------------------------- 2x2 pooling
 
 
-@jit
+@parallel_jit
 def pool_forward(kind, y, width, size, out, arg):
     """``y (B, C, *)`` valid ``size x size`` maps -> ``out (B, C, (size/2)^2)``: the max (``arg``:
     the first maximal tap, row-major in the window, as PyTorch) or the mean of each window."""
     t = y.dtype.type
     half = size // 2
-    for b in range(y.shape[0]):
+    for b in prange(y.shape[0]):
         for c in range(y.shape[1]):
             src, dst, which = y[b, c], out[b, c], arg[b, c]
             for r in range(half):
@@ -151,14 +204,14 @@ def pool_forward(kind, y, width, size, out, arg):
                     dst[k], which[k] = best, w
 
 
-@jit
+@parallel_jit
 def pool_backward(kind, d, arg, width, half, dx):
     """``d (B, C, half^2)`` -> ``dx (B, C, PAD + 2*half*width + PAD)`` (zeroed first): to the
     winning tap (max) or a quarter to each tap (average)."""
     t = d.dtype.type
-    dx[:] = 0
     pad = (dx.shape[2] - 2 * half * width) // 2
-    for b in range(d.shape[0]):
+    for b in prange(d.shape[0]):
+        dx[b] = 0
         for c in range(d.shape[1]):
             g, which, dst = d[b, c], arg[b, c], dx[b, c]
             for r in range(half):
@@ -175,6 +228,73 @@ def pool_backward(kind, d, arg, width, half, dx):
                         top[2 * u + which[k]] = g[k]
                     else:
                         bot[2 * u + which[k] - 2] = g[k]
+
+
+# ---------------------------------------------------------------- convolutions (C1, C3)
+
+# The patterns of a batch go into this many partial gradients of a convolution (``prange``),
+# added in order at the end: the sums are the same whatever the number of threads.
+SPLIT = 4
+
+
+@parallel_jit
+def conv_forward_batch(x, width, weight, bias, pair_out, pair_in, plan, out, n):
+    """:func:`.layers.conv_forward` of patterns ``x[:n] -> out[:n]``, in parallel."""
+    for b in prange(n):
+        conv_forward(x[b], width, weight, bias, pair_out, pair_in, plan, out[b])
+
+
+@parallel_jit
+def conv_backward_batch(x, width, weight, d, pair_out, pair_in, plan, gw, gb, dx, n):
+    """:func:`.layers.conv_backward` of patterns ``0..n-1`` (``x, d, dx`` indexed by pattern;
+    ``dx`` empty for none) in :data:`SPLIT` chunks in parallel; ``gw, gb +=`` the chunks'
+    partial sums in chunk order."""
+    parts_w = np.zeros((SPLIT,) + gw.shape, gw.dtype)
+    parts_b = np.zeros((SPLIT,) + gb.shape, gb.dtype)
+    no_dx = np.zeros((0, 0), x.dtype)
+    for t in prange(SPLIT):
+        for b in range(t * n // SPLIT, (t + 1) * n // SPLIT):
+            conv_backward(x[b], width, weight, d[b], pair_out, pair_in, plan, parts_w[t],
+                          parts_b[t], dx[b] if dx.shape[0] else no_dx)
+    for t in range(SPLIT):
+        gw += parts_w[t]
+        gb += parts_b[t]
+
+
+# ---------------------------------------------------------------- fully connected (C5, F6, head)
+
+
+@parallel_jit
+def linear_forward_batch(weight, bias, x, out):
+    """``out (B, Fout) = x (B, Fin) @ weight.T + bias`` (may be empty), patterns in parallel."""
+    for b in prange(x.shape[0]):
+        linear_forward(weight, bias, x[b], out[b])
+
+
+@parallel_jit
+def linear_backward_batch(weight, x, d, gw, gb, dx):
+    """From ``d (B, Fout)``, dE/d(out) of ``out = x @ weight.T + bias`` over ``x (B, Fin)``:
+    ``gw (Fout, Fin) +=`` and ``gb (Fout) +=`` (may be empty) with the output units in
+    parallel, each summing the patterns in order (so a row of ``gw`` stays in cache); then
+    ``dx (B, Fin) = d @ weight`` with the patterns in parallel."""
+    nb, fin = x.shape[0], x.shape[1]
+    for o in prange(weight.shape[0]):
+        g = gw[o]
+        for b in range(nb):
+            do, xb = d[b, o], x[b]
+            for k in range(fin):
+                g[k] += do * xb[k]
+        if gb.shape[0]:
+            for b in range(nb):
+                gb[o] += d[b, o]
+    for b in prange(nb):
+        row = dx[b]
+        for k in range(fin):
+            row[k] = 0
+        for o in range(weight.shape[0]):
+            wo, do = weight[o], d[b, o]
+            for k in range(fin):
+                row[k] += wo[k] * do
 
 
 # ---------------------------------------------------------------- dropout

@@ -12,6 +12,8 @@
 - ``error_model="numpy"``: a float division by zero gives inf/nan as in NumPy instead of
   raising, which also keeps the check out of the loops, so LLVM can vectorise loops that divide.
 
+:data:`parallel_jit`: :data:`jit` plus ``parallel=True`` (below).
+
 :data:`fast_jit`, for the evaluation kernels of :mod:`.infer_1998` only: the same, but LLVM may
 fuse multiply-adds (``contract``) and reorder sums (``reassoc``), so it vectorises reductions
 and halves the instructions of every multiply-add. Outputs differ from the exact kernels by
@@ -22,6 +24,12 @@ so a diverged model still shows NaN outputs.
 from numba import njit
 
 jit = njit(cache=True, fastmath=False, error_model="numpy")
+# The same, for the batch-wide training kernels of the modern model (:mod:`.kernels_modern`,
+# :mod:`.blocks`): their ``prange`` loops run on Numba's threads (``numba.set_num_threads``).
+# Every sum keeps one order whatever the thread count (a prange iteration sums serially; the
+# patterns of a batch go into a fixed number of partial gradients), so results do not depend on
+# how many threads ran.
+parallel_jit = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 
 FAST_FLAGS = {"contract", "reassoc", "nsz", "arcp", "afn"}
 fast_jit = njit(cache=True, fastmath=FAST_FLAGS, error_model="numpy")

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import blocks, inputs, losses, updates
 from .jit import jit
-from .layers import PAD, conv_backward, conv_forward, linear_backward, linear_forward, pair_plan
+from .layers import PAD, pair_plan
 
 SLOTS = ("c1.0.weight", "c1.0.bias", "c1.1.weight", "c1.1.bias",
          "c3.0.weight", "c3.0.bias", "c3.1.weight", "c3.1.bias",
@@ -93,25 +93,21 @@ def _norm_act(z, y, rows, width, valid, weight, bias, stats, counts, k, widths, 
     """``y = act(bn(z))`` (or ``act(z)``) over a batch of maps or vectors."""
     if bn:
         rm, rv = stat_views(stats, widths, k)
-        blocks.bn_forward(z, rows, width, valid, weight, bias, rm, rv, counts[k:k + 1], training,
-                          MOMENTUM, EPS, bnbuf[k, 0], bnbuf[k, 1], y)
+        blocks.bn_act_forward(z, rows, width, valid, weight, bias, rm, rv, counts[k:k + 1],
+                              training, MOMENTUM, EPS, bnbuf[k, 0], bnbuf[k, 1], act, y)
     else:
-        y[:] = z
-    blocks.act_forward(act, y.reshape(-1))
+        blocks.act_maps_forward(act, z, y)
 
 
 @jit
 def _act_norm_back(d, off, z, y, rows, width, valid, weight, G_w, G_b, k, act, bn, training,
                    bnbuf):
     """``d`` from dE/d(activation output) to dE/dz, in place (``off``: leading pads of d)."""
-    nb, nc = y.shape[0], y.shape[1]
-    n = y.shape[2]
-    for b in range(nb):
-        for c in range(nc):
-            blocks.act_backward(act, d[b, c, off:off + n], y[b, c])
     if bn:
-        blocks.bn_backward(d, off, z, rows, width, valid, weight, bnbuf[k, 0], bnbuf[k, 1],
-                           training, G_w, G_b)
+        blocks.act_bn_backward(d, off, z, y, rows, width, valid, weight, bnbuf[k, 0],
+                               bnbuf[k, 1], training, act, G_w, G_b)
+    else:
+        blocks.act_maps_backward(act, d, off, y)
 
 
 @jit
@@ -121,32 +117,28 @@ def forward(theta, offs, widths, stats, counts, act, pool, bn, p, training, w, n
     w1, w3, w5, w6 = widths[0], widths[1], widths[2], widths[3]
     o1, i1, plan1 = _pairs(w1, 1)
     o3, i3, plan3 = _pairs(w3, w1)
-    for b in range(n):
-        conv_forward(w.x[b].reshape(1, 1024), 32, P.c1w, P.c1b, o1, i1, plan1, w.z1[b])
+    blocks.conv_forward_batch(w.x.reshape(w.x.shape[0], 1, 1024), 32, P.c1w, P.c1b, o1, i1,
+                              plan1, w.z1, n)
     _norm_act(w.z1[:n], w.y1[:n], 28, 32, 28, P.n1w, P.n1b, stats, counts, 0, widths, act, bn,
               training, w.bn)
     blocks.pool_forward(pool, w.y1[:n], 32, 28, w.p1[:n], w.a1[:n])  # (n, w1, 14*14)
-    for b in range(n):
-        conv_forward(w.p1[b], 14, P.c3w, P.c3b, o3, i3, plan3, w.z3[b])  # (w3, 10*14) wide
+    blocks.conv_forward_batch(w.p1, 14, P.c3w, P.c3b, o3, i3, plan3, w.z3, n)  # (w3, 10*14)
     _norm_act(w.z3[:n], w.y3[:n], 10, 14, 10, P.n3w, P.n3b, stats, counts, 1, widths, act, bn,
               training, w.bn)
     blocks.pool_forward(pool, w.y3[:n], 14, 10, w.p3[:n], w.a3[:n])  # (n, w3, 5*5)
-    for b in range(n):
-        linear_forward(P.c5w, P.c5b, w.p3[b].reshape(-1), w.z5[b])  # C5 covers all of S4
+    blocks.linear_forward_batch(P.c5w, P.c5b, w.p3[:n].reshape(n, w3 * 25), w.z5[:n])  # all S4
     _norm_act(w.z5[:n].reshape(n, w5, 1), w.y5[:n].reshape(n, w5, 1), 1, 1, 1, P.n5w, P.n5b,
               stats, counts, 2, widths, act, bn, training, w.bn)
     w.u5[:n] = w.y5[:n]
     if training and p > 0:
         blocks.dropout_forward(p, w.u5[:n].reshape(-1), w.m5[:n].reshape(-1))
-    for b in range(n):
-        linear_forward(P.f6w, P.f6b, w.u5[b], w.z6[b])
+    blocks.linear_forward_batch(P.f6w, P.f6b, w.u5[:n], w.z6[:n])
     _norm_act(w.z6[:n].reshape(n, w6, 1), w.y6[:n].reshape(n, w6, 1), 1, 1, 1, P.n6w, P.n6b,
               stats, counts, 3, widths, act, bn, training, w.bn)
     w.u6[:n] = w.y6[:n]
     if training and p > 0:
         blocks.dropout_forward(p, w.u6[:n].reshape(-1), w.m6[:n].reshape(-1))
-    for b in range(n):
-        linear_forward(P.hw, P.hb, w.u6[b], w.out[b])  # (10,) logits
+    blocks.linear_forward_batch(P.hw, P.hb, w.u6[:n], w.out[:n])  # (10,) logits
 
 
 @jit
@@ -158,34 +150,30 @@ def backward(theta, grad, offs, widths, act, pool, bn, p, training, w, n):
     o3, i3, plan3 = _pairs(w3, w1)
     grad[:] = 0
     drop = training and p > 0
-    for b in range(n):
-        linear_backward(P.hw, w.u6[b], w.dout[b], G.hw, G.hb, w.d6[b])
-        if drop:
-            w.d6[b] *= w.m6[b]
+    blocks.linear_backward_batch(P.hw, w.u6[:n], w.dout[:n], G.hw, G.hb, w.d6[:n])
+    if drop:
+        w.d6[:n] *= w.m6[:n]
     _act_norm_back(w.d6[:n].reshape(n, w6, 1), 0, w.z6[:n].reshape(n, w6, 1),
                    w.y6[:n].reshape(n, w6, 1), 1, 1, 1, P.n6w, G.n6w, G.n6b, 3, act, bn,
                    training, w.bn)
-    for b in range(n):
-        linear_backward(P.f6w, w.u5[b], w.d6[b], G.f6w, G.f6b, w.d5[b])
-        if drop:
-            w.d5[b] *= w.m5[b]
+    blocks.linear_backward_batch(P.f6w, w.u5[:n], w.d6[:n], G.f6w, G.f6b, w.d5[:n])
+    if drop:
+        w.d5[:n] *= w.m5[:n]
     _act_norm_back(w.d5[:n].reshape(n, w5, 1), 0, w.z5[:n].reshape(n, w5, 1),
                    w.y5[:n].reshape(n, w5, 1), 1, 1, 1, P.n5w, G.n5w, G.n5b, 2, act, bn,
                    training, w.bn)
-    for b in range(n):
-        linear_backward(P.c5w, w.p3[b].reshape(-1), w.d5[b], G.c5w, G.c5b, w.dp3[b])
+    blocks.linear_backward_batch(P.c5w, w.p3[:n].reshape(n, w3 * 25), w.d5[:n], G.c5w, G.c5b,
+                                 w.dp3[:n])
     blocks.pool_backward(pool, w.dp3[:n].reshape(n, w3, 25), w.a3[:n], 14, 5, w.dy3[:n])
     _act_norm_back(w.dy3[:n], PAD, w.z3[:n], w.y3[:n], 10, 14, 10, P.n3w, G.n3w, G.n3b, 1, act,
                    bn, training, w.bn)
     w.dp1[:n] = 0
-    for b in range(n):
-        conv_backward(w.p1[b], 14, P.c3w, w.dy3[b], o3, i3, plan3, G.c3w, G.c3b, w.dp1[b])
+    blocks.conv_backward_batch(w.p1, 14, P.c3w, w.dy3, o3, i3, plan3, G.c3w, G.c3b, w.dp1, n)
     blocks.pool_backward(pool, w.dp1[:n], w.a1[:n], 32, 14, w.dy1[:n])
     _act_norm_back(w.dy1[:n], PAD, w.z1[:n], w.y1[:n], 28, 32, 28, P.n1w, G.n1w, G.n1b, 0, act,
                    bn, training, w.bn)
-    for b in range(n):
-        conv_backward(w.x[b].reshape(1, 1024), 32, P.c1w, w.dy1[b], o1, i1, plan1, G.c1w, G.c1b,
-                      w.no_dx)
+    blocks.conv_backward_batch(w.x.reshape(w.x.shape[0], 1, 1024), 32, P.c1w, w.dy1, o1, i1,
+                               plan1, G.c1w, G.c1b, w.no_dx.reshape(0, 0, 0), n)
 
 
 @jit

@@ -4,7 +4,8 @@ interface (:class:`lenet5.training.engine.Engine`).
 The NumPy engine's semantics (:mod:`lenet5.scratch`: same initial weights from ``cfg.seed``, same
 criteria and update rules, same state names and optimiser-state layout, so checkpoints move
 between all engines) at compiled speed. A pass runs in one compiled call
-(:meth:`CompiledModel.train_pass`): the loader's order, batch size, normalisation and
+(:meth:`CompiledModel.train_pass`; the modern model's batch-wide kernels on the run's threads,
+with results that do not depend on how many): the loader's order, batch size, normalisation and
 distortion ranges go in, the totals come out, with no Python per step. Per-step rates (a
 schedule that moves within a pass) go in as one rate per update. Only a per-step hook (the
 weight average reads the weights after every update) needs the default loop of
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import sys
 
+import numba
 import numpy as np
 import torch
 
@@ -47,6 +49,12 @@ class CompiledEngine(ArrayEngine):
                  ddp: bool = False):
         super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
         self.model = CompiledModel(cfg.model, model_config, np.float32, seed=cfg.seed)
+        # The run's thread count (``--threads``, or the idle cores: ``loop.cpu_threads`` set
+        # it for torch) for Numba's parallel loops, which only the modern model's batch-wide
+        # kernels have (the 1998 network trains pattern by pattern on one thread).
+        parallel = self.model.name == "lenet5-modern"
+        self.threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if parallel else 1
+        numba.set_num_threads(max(self.threads, 1))
         kernel = K98.train_pass if self.model.name == "lenet5-1998" else KM.train_pass
         if not is_cached(kernel):  # first run after installing or upgrading: say why it waits
             print(f"compiling the compiled engine's kernels for {self.model.name} (once: Numba "

@@ -151,8 +151,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
     if rank == 0:
         ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json())
         n_params = sum(v.size for v in map(np.asarray, engine.state_dict().values()))
-        n = torch.get_num_threads()
-        threads = "" if cfg.engine == "compiled" else f", {n} thread{'s' * (n > 1)}"
+        n = engine.threads if cfg.engine == "compiled" else torch.get_num_threads()
+        threads = f", {n} thread{'s' * (n > 1)}"
         say(f"{cfg.model} ({cfg.engine}, {device}{threads}, world {world}) | "
             f"{len(train_xy[0])} train "
             f"{len(test_xy[0])} test | {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size} | "
