@@ -246,7 +246,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ridge", type=float, nargs="+", default=[0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1])
+    p.add_argument("--ridge", type=float, nargs="+", default=[1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     p.add_argument("--tag", default="", help="suffix of the JSON file's name")
     args = p.parse_args()
     torch.set_num_threads(1)

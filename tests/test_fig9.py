@@ -190,6 +190,18 @@ def test_knn_equals_brute_force(digits):
     assert np.abs(stored - given_).max() <= step / 2 + 1e-6
 
 
+def test_linear_ridge_option_shrinks_the_fit(digits):
+    xs, ys, _, _ = digits
+    x, y = NORM(to_unit(xs[:500])), torch.as_tensor(ys[:500])
+    norms = {}
+    for ridge in (1e-3, 10.0):
+        model = create_model("linear", ridge=ridge)
+        model.fit(x, y)
+        norms[ridge] = float(model.head.weight.detach().norm())
+    assert norms[10.0] < 0.5 * norms[1e-3]
+    assert create_model("pairwise-linear").config.ridge == 1e-3  # its fit as before
+
+
 @pytest.mark.slow
 def test_closed_form_fits_learn(digits):
     xs, ys, xt, yt = digits

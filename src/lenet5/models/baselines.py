@@ -167,7 +167,7 @@ class Linear(ClosedForm):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        set_linear(self.head, least_squares(self.inputs(x), plus_minus(y)))
+        set_linear(self.head, least_squares(self.inputs(x), plus_minus(y), self.config.ridge))
 
 
 @register_model("pairwise-linear", config=LinearConfig, head="logits", normalization="paper",
@@ -203,7 +203,7 @@ class PairwiseLinear(ClosedForm):
         for i, j in PAIRS:
             mine = (y == i) | (y == j)
             target = torch.where(y[mine] == i, 1.0, -1.0)[:, None]
-            rows.append(least_squares(a[mine], target))
+            rows.append(least_squares(a[mine], target, self.config.ridge))
         set_linear(self.head, torch.cat(rows))
 
 

@@ -96,6 +96,7 @@ class BoostedConfig:
 @dataclass
 class LinearConfig:
     deslant: bool = False  # deslant the digit first (data/deslant.py)
+    ridge: float = 1e-3  # the least-squares fit's ridge, times N (lenet5 compare: on validation)
 
     def to_dict(self) -> dict:
         return asdict(self)
