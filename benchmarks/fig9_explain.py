@@ -84,8 +84,9 @@ def error(ws, x, y) -> float:
     return 100.0 * float(np.mean(out.argmax(1) != y))
 
 
-def train_mlp(x, y, hidden, lr, epochs, batch, seed, log=print):
-    """SGD on 0.5 |f(...) - t|^2 (t: +-1), per pattern or per ``batch`` patterns (mean)."""
+def train_mlp(x, y, hidden, lr, epochs, batch, seed, log=print, fresh=None):
+    """SGD on 0.5 |f(...) - t|^2 (t: +-1), per pattern or per ``batch`` patterns (mean);
+    ``fresh(epoch)``, if given, makes each pass's inputs (distorted copies of ``x``)."""
     rng = np.random.default_rng(seed)
     widths = (x.shape[1], *hidden, 10)
     ws = []
@@ -98,9 +99,10 @@ def train_mlp(x, y, hidden, lr, epochs, batch, seed, log=print):
         eta = np.float32(rate(lr, epoch) / batch)
         t0 = time.perf_counter()
         order = rng.permutation(len(y))
+        xs = fresh(epoch) if fresh else x
         for i in range(0, len(y), batch):
             idx = order[i : i + batch]
-            acts = forward(ws, x[idx])
+            acts = forward(ws, xs[idx])
             delta = (acts[-1] - targets[idx]) * (S / A) * (A * A - acts[-1] ** 2)  # dE/da
             for layer in range(len(ws) - 1, -1, -1):
                 w, b = ws[layer]
@@ -115,13 +117,33 @@ def train_mlp(x, y, hidden, lr, epochs, batch, seed, log=print):
     return ws
 
 
+def distorted(args, test: bool):
+    """``fresh(epoch)``: the training split's digits, a new affine distortion of each per pass
+    (the ``--distort`` defaults of ``lenet5 train``, as the compare rows' "distortions")."""
+    from lenet5.data.transforms import Distortion
+
+    xs, _ = load_split("mnist", "train", args.data_dir)
+    unit = to_unit(xs if test else xs[:-VAL])
+    retina, norm, distortion = Retina(args.size, args.deslant, args.box), \
+        Normalization.make("paper"), Distortion()
+    g = torch.Generator().manual_seed(args.seed)
+
+    def fresh(epoch: int) -> np.ndarray:
+        with torch.no_grad():
+            return torch.cat([retina(norm(distortion(unit[i : i + 5000], g)))
+                              for i in range(0, len(unit), 5000)]).numpy()
+
+    return fresh
+
+
 def cmd_mlp(args) -> dict:
     name = "-".join(map(str, (args.size * args.size, *args.hidden, 10)))
     x, y, xv, yv = splits(args, test=False)
     rows, tried = [], []
     for lr in args.lr:
         t0 = time.perf_counter()
-        ws = train_mlp(x, y, args.hidden, lr, args.epochs, args.batch, args.seed)
+        ws = train_mlp(x, y, args.hidden, lr, args.epochs, args.batch, args.seed,
+                       fresh=distorted(args, False) if args.distort else None)
         val, train_err = error(ws, xv, yv), error(ws, x, y)
         tried.append({"lr": lr, "val_error": val, "train_error": train_err,
                       "seconds": time.perf_counter() - t0})
@@ -134,12 +156,14 @@ def cmd_mlp(args) -> dict:
                                        "schedule": "x1 2, x0.4 3, x0.2 3, x0.1 4, x0.02 after",
                                        "init": "uniform +-2.4/fan-in", "seed": args.seed,
                                        "deslant": args.deslant, "box": args.box,
+                                       "distort": args.distort,
                                        "size": args.size}, "validation": tried}
     if args.test:
         best = min(tried, key=lambda t: t["val_error"])["lr"]
         x, y, xt, yt = splits(args, test=True)
         t0 = time.perf_counter()
-        ws = train_mlp(x, y, args.hidden, best, args.epochs, args.batch, args.seed)
+        ws = train_mlp(x, y, args.hidden, best, args.epochs, args.batch, args.seed,
+                       fresh=distorted(args, True) if args.distort else None)
         result["test"] = {"lr": best, "test_error": error(ws, xt, yt),
                           "train_error": error(ws, x, y), "seconds": time.perf_counter() - t0}
         rows.append([name, best, "test (60,000 training)", f"{result['test']['test_error']:.2f}",
@@ -238,6 +262,7 @@ def main() -> None:
     p.add_argument("--data-dir")
     p.add_argument("--test", action="store_true", help="also report the chosen setting on test")
     p.add_argument("--deslant", action="store_true")
+    p.add_argument("--distort", action="store_true", help="mlp: a new distortion each pass")
     p.add_argument("--size", type=int, default=28, help="input side (20: see --box)")
     p.add_argument("--box", default="", choices=("", "centre", "ink"),
                    help="a size x size window, not resized (models.baselines.Retina)")
