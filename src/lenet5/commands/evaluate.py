@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from ..data.datasets import DATASETS, SPLITS
-from ..inference.evaluate import evaluate_checkpoint, format_report
 from ..inference.load import ENGINES
 
 
@@ -24,6 +23,8 @@ def register(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from ..inference.evaluate import evaluate_checkpoint, format_report  # imports torch
+
     m = evaluate_checkpoint(args.source, args.dataset, args.split, args.data_dir, args.engine)
     if args.json:
         print(json.dumps(m, indent=2))

@@ -206,12 +206,14 @@ def pool_forward(kind, y, width, size, out, arg):
 
 @parallel_jit
 def pool_backward(kind, d, arg, width, half, dx):
-    """``d (B, C, half^2)`` -> ``dx (B, C, PAD + 2*half*width + PAD)`` (zeroed first): to the
-    winning tap (max) or a quarter to each tap (average)."""
+    """``d (B, C, half^2)`` -> ``dx (B, C, PAD + 2*half*width + PAD)``: to the winning tap (max;
+    the other three get 0) or a quarter to each tap (average). Every window's four taps are
+    written and nothing else: the pads and junk columns of ``dx`` keep the zeros they were
+    allocated with (no layer writes anything else there), so nothing is cleared first."""
     t = d.dtype.type
+    zero = t(0)
     pad = (dx.shape[2] - 2 * half * width) // 2
     for b in prange(d.shape[0]):
-        dx[b] = 0
         for c in range(d.shape[1]):
             g, which, dst = d[b, c], arg[b, c], dx[b, c]
             for r in range(half):
@@ -224,10 +226,12 @@ def pool_backward(kind, d, arg, width, half, dx):
                         top[2 * u + 1] = v
                         bot[2 * u] = v
                         bot[2 * u + 1] = v
-                    elif which[k] < 2:
-                        top[2 * u + which[k]] = g[k]
                     else:
-                        bot[2 * u + which[k] - 2] = g[k]
+                        v, w = g[k], which[k]
+                        top[2 * u] = v if w == 0 else zero
+                        top[2 * u + 1] = v if w == 1 else zero
+                        bot[2 * u] = v if w == 2 else zero
+                        bot[2 * u + 1] = v if w == 3 else zero
 
 
 # ---------------------------------------------------------------- convolutions (C1, C3)

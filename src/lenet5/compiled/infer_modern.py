@@ -13,10 +13,11 @@ to float32 rounding (tests).
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from . import inputs
 from .blocks import MAX, RELU
-from .jit import fast_jit
+from .jit import fast_jit, parallel_jit
 from .kernels_modern import EPS, stat_views, views
 from .layers import tanh
 from .simd import REGISTER_BYTES, lane_block, lane_max4
@@ -164,3 +165,17 @@ def evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images, 
             for i in range(10):
                 out[start + b, i] = y7[i * L + b]
 
+
+
+@parallel_jit
+def evaluate_parallel(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images, idx,
+                      divisor, shift, scale, out, parts):
+    """:func:`evaluate` with the patterns cut into ``parts`` runs of whole blocks, in parallel
+    (each pattern's outputs are its own: the same whatever ``parts``)."""
+    n, L = idx.shape[0], REGISTER_BYTES // c1w.itemsize
+    blocks = (n + L - 1) // L
+    for t in prange(parts):
+        lo, hi = min(t * blocks // parts * L, n), min((t + 1) * blocks // parts * L, n)
+        if hi > lo:
+            evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images,
+                     idx[lo:hi], divisor, shift, scale, out[lo:hi])

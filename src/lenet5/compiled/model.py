@@ -8,7 +8,8 @@ inside compiled code for a whole call:
   forward, loss, backward, update) over stored images in a given order.
 - :meth:`CompiledModel.evaluate_images`: outputs for stored images, by the eval-only kernels
   of :mod:`.infer_1998` and :mod:`.infer_modern` (images in SIMD lanes, fused multiply-adds,
-  batch-norm folded): equal to :meth:`forward` up to float rounding.
+  batch-norm folded; runs of images on Numba's threads): equal to :meth:`forward` up to float
+  rounding.
 
 A model starts as a copy of ``lenet5.scratch.build(name, config, dtype, seed)``, so both
 engines start from the same weights. Parameters live in one flat vector ``theta`` (the
@@ -17,6 +18,7 @@ NumPy model's ``params()`` order); ``params()`` returns views of it.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .. import scratch
@@ -180,8 +182,8 @@ class CompiledModel:
         out = np.zeros((len(idx), 10), self.dtype)
         self.train(False)
         if self.name == "lenet5-1998" and self.f6 == 84:
-            I98.evaluate(self.theta, self.prototypes, self.tap, images, idx, divisor, shift,
-                         scale, out)
+            I98.evaluate_parallel(self.theta, self.prototypes, self.tap, images, idx, divisor,
+                                  shift, scale, out, numba.get_num_threads())
         elif self.name == "lenet5-1998":  # another F6 (Lush's 10 outputs): the exact kernels
             for i in range(0, len(idx), batch_size):
                 out[i:i + batch_size] = self.forward(
@@ -189,7 +191,8 @@ class CompiledModel:
         else:  # batch-norm folded into the layers, images in SIMD lanes (infer_modern)
             folded = IM.fold(self.theta, self.offs, self.widths, self.stats, bool(self.bn),
                              self.dtype)
-            IM.evaluate(*folded, self.act, self.pool, images, idx, divisor, shift, scale, out)
+            IM.evaluate_parallel(*folded, self.act, self.pool, images, idx, divisor, shift, scale,
+                                 out, numba.get_num_threads())
         return out
 
     def curvature(self, images, idx, normalization=(0.1 / 1.275, 1.275)) -> dict[str, np.ndarray]:
