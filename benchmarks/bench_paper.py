@@ -353,10 +353,30 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float] | None:
     return float(res.statistic), float(res.pvalue)
 
 
+def paired(base: dict, row: dict) -> str:
+    """Mean +- standard error of row - base over the seeds both have, and the paired t's p."""
+    base, row = ({int(k): v for k, v in x.items()} for x in (base, row))  # JSON keys are str
+    common = sorted(set(base) & set(row))
+    d = [row[k] - base[k] for k in common]
+    if len(d) < 2:
+        return f"{d[0]:+.2f} (1 seed)" if d else "-"
+    import warnings
+
+    from scipy.stats import ttest_rel
+
+    with warnings.catch_warnings():  # nearly equal differences: scipy warns, p is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(ttest_rel([row[k] for k in common], [base[k] for k in common]).pvalue)
+    p_text = "p < 0.01" if p < 0.01 else f"p = {p:.2f}"
+    return f"{sum(d) / len(d):+.2f} +- {summary(d)['std'] / len(d) ** 0.5:.2f} ({p_text})"
+
+
 def ablation(results: list[dict]) -> int:
-    """Markdown: per saved ``--seeds`` result its change (``--set`` items, passes), the final
-    error on its split per seed, mean +- std, the training-set error, and the difference of the
-    means from the first result (the baseline) with Welch's t and p over the seeds."""
+    """Markdown: per saved ``--seeds`` result its change (``--set`` items), the final error on
+    its split per seed, mean +- std, the training-set error, and the difference of the means
+    from the first result (the baseline) with Welch's t and p over the seeds; then the paired
+    difference over the seeds both have (a seed fixes the initial weights' draws and the
+    presentation order in both runs) with its standard error and paired t's p."""
     base = results[0]
     base_vals = list(base["final"].values())
 
@@ -373,9 +393,10 @@ def ablation(results: list[dict]) -> int:
                      f"{summ['mean']:.2f} +- {summ['std']:.2f} ({', '.join(f'{v:.2f}' for v in vals)})",
                      f"{tr['mean']:.2f} +- {tr['std']:.2f}" if tr else "-",
                      "-" if r is base else f"{diff:+.2f}",
-                     f"t = {t[0]:+.1f}, p = {t[1]:.2f}" if t else "-"))
+                     f"t = {t[0]:+.1f}, p = {t[1]:.2f}" if t else "-",
+                     "-" if r is base else paired(base["final"], r["final"])))
     markdown_table(["change from the baseline", "seeds", f"{base['split']} error % (per seed)",
-                    "training-set error %", "difference", "Welch"], rows)
+                    "training-set error %", "difference", "Welch", "paired difference"], rows)
     return 0
 
 

@@ -77,3 +77,6 @@ def test_ablation_welch_and_table(bench, capsys):
     assert out[2].startswith("| (baseline) | 0,1 | 1.20 +- 0.14 (1.30, 1.10) | 0.50 +- 0.14 | - |")
     assert "| --set shuffle=false | 0,1 | 1.60 +- 0.14 (1.50, 1.70) |" in out[3]
     assert "| +0.40 | t = +2.8, p = 0.11 |" in out[3]  # 0.4 / sqrt(0.02 / 2 + 0.02 / 2)
+    assert out[3].endswith("| +0.40 +- 0.20 (p = 0.30) |")  # per seed +0.2 and +0.6
+    assert bench.paired({"0": 1.0, "1": 1.2, "2": 1.0}, {"0": 1.1, "1": 1.0}).startswith(
+        "-0.05 +- 0.15 (p = 0.")  # seeds 0 and 1 only: +0.1 and -0.2
