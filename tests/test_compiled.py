@@ -327,6 +327,37 @@ def test_pass_modern_equals_numpy_steps(mnist, config):
         assert rel(got[name].astype(np.float64), v.astype(np.float64)) <= 1e-9, name
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("w1, w3, n", [(6, 16, 64), (5, 7, 13), (8, 3, 1)])
+def test_c3_in_lanes_matches_the_per_pattern_kernels(mnist, dtype, w1, w3, n):
+    """:mod:`lenet5.compiled.conv_lanes` (blocks of patterns in SIMD lanes, the modern model's C3
+    in training) against the per-pattern convolution of :mod:`lenet5.compiled.layers`, with
+    widths that leave partial blocks of maps and of patterns."""
+    from lenet5.compiled import blocks, conv_lanes
+    from lenet5.compiled.kernels_modern import _pairs
+    from lenet5.compiled.layers import PAD
+
+    rng = np.random.default_rng(w1 * 100 + n)
+    p1 = rng.standard_normal((n, w1, 196)).astype(dtype)
+    weight = rng.standard_normal((w3 * w1, 25)).astype(dtype)
+    bias = rng.standard_normal(w3).astype(dtype)
+    pairs = _pairs(w3, w1)
+    valid = np.zeros(140, bool)
+    valid[[y * 14 + x for y in range(10) for x in range(10)]] = True
+    want, got = np.zeros((n, w3, 140), dtype), np.full((n, w3, 140), 7, dtype)
+    blocks.conv_forward_batch(p1, 14, weight, bias, *pairs, want, n)
+    conv_lanes.conv3_forward(p1, weight, bias, got, n)
+    assert rel(got[..., valid], want[..., valid]) <= TOL[dtype] and not got[..., ~valid].any()
+    d = np.zeros((n, w3, PAD + 140 + PAD), dtype)  # zero in the junk columns and pads
+    d[:, :, PAD:PAD + 140][..., valid] = rng.standard_normal((n, w3, 100))
+    want = np.zeros_like(weight), np.zeros_like(bias), np.zeros_like(p1)
+    got = np.ones_like(weight), np.ones_like(bias), np.full_like(p1, 5)  # += , += , =
+    blocks.conv_backward_batch(p1, 14, weight, d, *pairs, *want, n)
+    conv_lanes.conv3_backward(p1, weight, d, *got, n)
+    assert rel(got[0] - 1, want[0]) <= TOL[dtype] and rel(got[1] - 1, want[1]) <= TOL[dtype]
+    assert rel(got[2], want[2]) <= TOL[dtype]
+
+
 @pytest.mark.parametrize("config", [{"batchnorm": True, "dropout": 0.2}, {"pool": "avg"}])
 def test_modern_pass_is_the_same_on_one_thread_or_two(mnist, config):
     """The modern model's batch-wide kernels run on Numba's threads, with every sum in one

@@ -9,9 +9,10 @@ parameter), in the order of the NumPy model's ``params()``. Running statistics l
 ``stats`` (mean and variance of each of the 4 batch-norms, :func:`stat_views`) and their batch
 counts in ``counts (4,)``.
 
-The batch goes layer by layer (batch-norm needs the whole batch); convolutions and linear
-layers run pattern by pattern with the kernels of :mod:`.layers`. ``Work`` holds every
-activation and gradient of a batch of up to B patterns, allocated once.
+The batch goes layer by layer (batch-norm needs the whole batch); C1 and the linear
+layers run pattern by pattern with the kernels of :mod:`.layers`, C3 over blocks of patterns
+in SIMD lanes (:mod:`.conv_lanes`), all in parallel on Numba's threads (:mod:`.blocks`).
+``Work`` holds every activation and gradient of a batch of up to B patterns, allocated once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import blocks, inputs, losses, updates
+from . import blocks, conv_lanes, inputs, losses, updates
 from .jit import jit
 from .layers import PAD, pair_plan
 
@@ -116,13 +117,12 @@ def forward(theta, offs, widths, stats, counts, act, pool, bn, p, training, w, n
     P = views(theta, offs, widths)
     w1, w3, w5, w6 = widths[0], widths[1], widths[2], widths[3]
     o1, i1, plan1 = _pairs(w1, 1)
-    o3, i3, plan3 = _pairs(w3, w1)
     blocks.conv_forward_batch(w.x.reshape(w.x.shape[0], 1, 1024), 32, P.c1w, P.c1b, o1, i1,
                               plan1, w.z1, n)
     _norm_act(w.z1[:n], w.y1[:n], 28, 32, 28, P.n1w, P.n1b, stats, counts, 0, widths, act, bn,
               training, w.bn)
     blocks.pool_forward(pool, w.y1[:n], 32, 28, w.p1[:n], w.a1[:n])  # (n, w1, 14*14)
-    blocks.conv_forward_batch(w.p1, 14, P.c3w, P.c3b, o3, i3, plan3, w.z3, n)  # (w3, 10*14)
+    conv_lanes.conv3_forward(w.p1, P.c3w, P.c3b, w.z3, n)  # (n, w3, 10*14) wide
     _norm_act(w.z3[:n], w.y3[:n], 10, 14, 10, P.n3w, P.n3b, stats, counts, 1, widths, act, bn,
               training, w.bn)
     blocks.pool_forward(pool, w.y3[:n], 14, 10, w.p3[:n], w.a3[:n])  # (n, w3, 5*5)
@@ -147,7 +147,6 @@ def backward(theta, grad, offs, widths, act, pool, bn, p, training, w, n):
     P, G = views(theta, offs, widths), views(grad, offs, widths)
     w1, w3, w5, w6 = widths[0], widths[1], widths[2], widths[3]
     o1, i1, plan1 = _pairs(w1, 1)
-    o3, i3, plan3 = _pairs(w3, w1)
     grad[:] = 0
     drop = training and p > 0
     blocks.linear_backward_batch(P.hw, w.u6[:n], w.dout[:n], G.hw, G.hb, w.d6[:n])
@@ -167,8 +166,7 @@ def backward(theta, grad, offs, widths, act, pool, bn, p, training, w, n):
     blocks.pool_backward(pool, w.dp3[:n].reshape(n, w3, 25), w.a3[:n], 14, 5, w.dy3[:n])
     _act_norm_back(w.dy3[:n], PAD, w.z3[:n], w.y3[:n], 10, 14, 10, P.n3w, G.n3w, G.n3b, 1, act,
                    bn, training, w.bn)
-    w.dp1[:n] = 0
-    blocks.conv_backward_batch(w.p1, 14, P.c3w, w.dy3, o3, i3, plan3, G.c3w, G.c3b, w.dp1, n)
+    conv_lanes.conv3_backward(w.p1, P.c3w, w.dy3, G.c3w, G.c3b, w.dp1, n)
     blocks.pool_backward(pool, w.dp1[:n], w.a1[:n], 32, 14, w.dy1[:n])
     _act_norm_back(w.dy1[:n], PAD, w.z1[:n], w.y1[:n], 28, 32, 28, P.n1w, G.n1w, G.n1b, 0, act,
                    bn, training, w.bn)

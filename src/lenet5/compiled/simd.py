@@ -17,7 +17,11 @@ code, not chosen by the compiler, so results are the same from run to run.
 - :func:`vsum` ``(a, i, n)``: ``sum(a[i:i+n])`` (bias gradients).
 - :func:`lane_block` ``(channels, positions)``: a factory of register-blocked multiply-add
   loops over arrays that hold a block of images in SIMD lanes, for the evaluation kernels
-  (:mod:`.infer_1998`; they may fuse multiply-adds, the exact kernels never call it).
+  (:mod:`.infer_1998`, :mod:`.infer_modern`) and the modern model's C3 in training
+  (:mod:`.conv_lanes`); they fuse multiply-adds (``llvm.fma``, explicit, so the rounding is
+  the code's, not the compiler's choice).
+- :func:`lane_corr` ``(channels, shifts)``: the same for a convolution's weight gradient,
+  lane by lane (:mod:`.conv_lanes`).
 
 Element-wise loops (``y[i] += w * x[i]``) need nothing of the kind: LLVM vectorises them as
 they are when their length is not a compile-time constant (a short constant loop is unrolled
@@ -286,3 +290,79 @@ def lane_max4(typingctx, y, i0, i1, i2, i3, out, o):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def lane_corr(channels: int, shifts: int = 5):
+    """An intrinsic for the training kernels' weight gradients over arrays that hold a block of
+    images in SIMD lanes (as :func:`lane_block`): lane by lane, the correlation of
+    ``channels`` gradient maps with ``shifts`` shifted windows of one input map, *added* to
+    lanes arrays (the lanes are summed later, in a fixed order).
+
+    ``corr(a, ai, ac, b, bi, rows, cols, astride, bstride, out, oi, oc)`` does, for
+    ``c < channels`` and ``k < shifts`` (indices in registers)::
+
+        out[oi + c*oc + k] += sum(a[ai + c*ac + r*astride + q] * b[bi + r*bstride + q + k]
+                                  for r in range(rows) for q in range(cols))
+
+    one row of ``shifts`` taps of a convolution's weight gradient for ``channels`` output maps
+    at once: each load of ``b`` serves ``channels`` multiply-adds, each of ``a`` ``shifts``.
+    Keep ``channels * (shifts + 1) + shifts`` near 16 (AVX2's registers).
+    """
+    @intrinsic
+    def corr(typingctx, a, ai, ac, b, bi, rows, cols, astride, bstride, out, oi, oc):
+        if not (all(_is_vector(v) for v in (a, b, out)) and a.dtype == b.dtype == out.dtype):
+            return None
+        i = types.intp
+        sig = types.void(a, i, i, b, i, i, i, i, i, out, i, i)
+
+        def codegen(context, builder, signature, args):
+            dtype = signature.args[0].dtype
+            lanes = REGISTER_BYTES // (dtype.bitwidth // 8)
+            vtype = ir.VectorType(context.get_value_type(dtype), lanes)
+            intp = context.get_value_type(types.intp)
+            align = dtype.bitwidth // 8
+            zero = ir.Constant(intp, 0)
+            pa, pb, pout = (_pointer(context, builder, signature.args[k], args[k], zero)
+                            for k in (0, 3, 9))
+            ai, ac, bi, rows, cols, astride, bstride, oi, oc = (
+                args[k] for k in (1, 2, 4, 5, 6, 7, 8, 10, 11))
+
+            def const(v):
+                return ir.Constant(intp, v)
+
+            def register(ptr, index):
+                elem = builder.gep(ptr, [builder.mul(index, const(lanes))])
+                return builder.bitcast(elem, vtype.as_pointer())
+
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vtype, [0.0] * lanes))
+                     for _ in range(shifts)] for _ in range(channels)]
+            with cgutils.for_range(builder, rows, intp=intp) as outer:
+                arow = builder.add(ai, builder.mul(outer.index, astride))
+                brow = builder.add(bi, builder.mul(outer.index, bstride))
+                with cgutils.for_range(builder, cols, intp=intp) as inner:
+                    q = inner.index
+                    va = [builder.load(register(pa, builder.add(builder.add(
+                        arow, builder.mul(const(c), ac)), q)), align=align)
+                        for c in range(channels)]
+                    for k in range(shifts):
+                        vb = builder.load(register(pb, builder.add(builder.add(brow, q),
+                                                                   const(k))), align=align)
+                        for c in range(channels):
+                            acc = sums[c][k]
+                            builder.store(builder.call(fma, [va[c], vb, builder.load(acc)]),
+                                          acc)
+            for c in range(channels):
+                for k in range(shifts):
+                    at = builder.add(builder.add(oi, builder.mul(const(c), oc)), const(k))
+                    ptr = register(pout, at)
+                    total = builder.fadd(builder.load(ptr, align=align),
+                                         builder.load(sums[c][k]))
+                    builder.store(total, ptr, align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return corr
