@@ -40,7 +40,7 @@ def register(sub) -> None:
                    help="any TrainConfig field, VALUE read as JSON (a bare word is text); model "
                         "options as model_args.NAME=VALUE (repeatable; default: none)")
     add_config_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, quick_exit=True)  # lenet5.cli.quick_exit: no teardown
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:

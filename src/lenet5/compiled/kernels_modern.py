@@ -196,6 +196,7 @@ def train_pass(theta, grad, offs, widths, stats, counts, act, pool, bn, p, image
             errors += losses.wrong(loss_kind, w.out[b], target)
         backward(theta, grad, offs, widths, act, pool, bn, p, True, w, n)
         lr = lrs[k] if lrs.shape[0] > 1 else lrs[0]
-        updates.apply(opt_kind, theta, grad, buf1, buf2, lr, hyper, step + k + 1, first and k == 0)
+        updates.apply_parallel(opt_kind, theta, grad, buf1, buf2, lr, hyper, step + k + 1,
+                               first and k == 0)
         k += 1
     return total, errors, k
