@@ -347,9 +347,13 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float] | None:
     """Welch's t of mean(b) - mean(a) and its two-sided p (scipy), or None under two values each."""
     if len(a) < 2 or len(b) < 2:
         return None
+    import warnings
+
     from scipy.stats import ttest_ind
 
-    res = ttest_ind(b, a, equal_var=False)
+    with warnings.catch_warnings():  # scipy warns when one side's values are all equal
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = ttest_ind(b, a, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
 
