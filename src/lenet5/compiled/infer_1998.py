@@ -131,9 +131,6 @@ def evaluate(theta, protos, tap, images, idx, divisor, shift, scale, out):
 def evaluate_parallel(theta, protos, tap, images, idx, divisor, shift, scale, out, parts):
     """:func:`evaluate` with the patterns cut into ``parts`` runs of whole blocks, in parallel
     (each pattern's outputs are its own: the same whatever ``parts``)."""
-    n, L = idx.shape[0], REGISTER_BYTES // theta.itemsize
-    blocks = (n + L - 1) // L
     for t in prange(parts):
-        lo, hi = min(t * blocks // parts * L, n), min((t + 1) * blocks // parts * L, n)
-        if hi > lo:
-            evaluate(theta, protos, tap, images, idx[lo:hi], divisor, shift, scale, out[lo:hi])
+        lo, hi = inputs.block_run(idx.shape[0], REGISTER_BYTES // theta.itemsize, parts, t)
+        evaluate(theta, protos, tap, images, idx[lo:hi], divisor, shift, scale, out[lo:hi])

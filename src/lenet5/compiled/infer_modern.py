@@ -172,10 +172,7 @@ def evaluate_parallel(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool,
                       divisor, shift, scale, out, parts):
     """:func:`evaluate` with the patterns cut into ``parts`` runs of whole blocks, in parallel
     (each pattern's outputs are its own: the same whatever ``parts``)."""
-    n, L = idx.shape[0], REGISTER_BYTES // c1w.itemsize
-    blocks = (n + L - 1) // L
     for t in prange(parts):
-        lo, hi = min(t * blocks // parts * L, n), min((t + 1) * blocks // parts * L, n)
-        if hi > lo:
-            evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images,
-                     idx[lo:hi], divisor, shift, scale, out[lo:hi])
+        lo, hi = inputs.block_run(idx.shape[0], REGISTER_BYTES // c1w.itemsize, parts, t)
+        evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images,
+                 idx[lo:hi], divisor, shift, scale, out[lo:hi])

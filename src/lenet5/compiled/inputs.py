@@ -154,3 +154,11 @@ def load_lanes(images, idx, m, divisor, shift, scale, tmp, one, x):
             one[:] = 0
         for q in range(SIZE * SIZE):
             x[q * lanes + b] = one[q]
+
+
+@jit
+def block_run(n, lanes, parts, t):
+    """``(lo, hi)``: run ``t`` of ``parts`` over ``n`` patterns cut at whole blocks of
+    ``lanes`` (how the evaluation kernels share a split among threads)."""
+    blocks = (n + lanes - 1) // lanes
+    return min(t * blocks // parts * lanes, n), min((t + 1) * blocks // parts * lanes, n)
