@@ -26,6 +26,7 @@ ROWS=(  # SEEDS|CHANGE
   "0-1|--set epochs=30"
   "0-2|--set shuffle=false"
   "0-2|--set map_j=1"
+  "0|--set model_args.subsample=sum --set model_args.init=lush --set model_args.init_bias=zero"
 )
 bench() {  # bench SEEDS ROW...
   local seeds=$1; shift
