@@ -4,7 +4,8 @@
 # compiled engine, one thread, one run at a time. Each row trains seed 0 first; a row whose
 # seed 0 ends above 5% validation error is recorded as diverged and gets no more seeds; the
 # others get the seeds the session could afford (docs/results.md, issue 15, section 4: the
-# baseline and the one row that looked better 0-4, the rest 0-2, 30 passes 0-1). Each call
+# baseline and the one row that looked better 0-4, the rest 0-2, 30 passes 0-1, the last
+# row, two changes at once, 0). Each call
 # reuses the finished runs under runs/seeds and rewrites
 # benchmarks/results/seeds-paper-compiled-val10000[-K V].json and docs/seeds-*.png; then
 #   python benchmarks/bench_paper.py --ablation benchmarks/results/seeds-paper-compiled-val10000.json \
