@@ -121,3 +121,15 @@ def test_numpy_engine_imports_numpy_and_the_spec_alone():
             internal = {owner(i) for i in imports(m, False)} - {None}
             assert all(i.startswith("lenet5.scratch") or i in ("lenet5.models.spec",
                        "lenet5.checkpoint", "lenet5.models") for i in internal), (m, internal)
+
+
+def test_the_command_line_parser_does_not_import_torch():
+    """``lenet5 --help`` and every command's flags come without PyTorch's import (about 2 s
+    here): commands import it when they run (issue 14, start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lenet5.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

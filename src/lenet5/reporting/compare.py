@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import checkpoint as ckpt
 
@@ -201,6 +200,8 @@ def train_config(row: Row, opts: Options, seed: int, where: Path):
 
 def fit_row(row: Row, opts: Options, seed: int, where: Path) -> None:
     """A closed-form model fitted on the training set and saved as a checkpoint."""
+    import torch
+
     from ..data.datasets import get_spec, load_split
     from ..data.transforms import Normalization, to_unit
     from ..models import create_model, get_entry, make_config
@@ -233,10 +234,18 @@ def fit_row(row: Row, opts: Options, seed: int, where: Path) -> None:
 # ----------------------------------------------------------------------------- measuring a row
 
 
-@torch.no_grad()
 def test_outputs(source: Path, data_dir: str | None, threads: int | None):
     """``(model, meta, probabilities (N, 10), labels (N,), alone)`` on the whole test set;
     ``alone``: for boosted LeNet-4, the share of patterns net 1 answers by itself (else None)."""
+    import torch  # here, so that building the CLI's parser does not import it
+
+    with torch.no_grad():
+        return _test_outputs(source, data_dir, threads)
+
+
+def _test_outputs(source: Path, data_dir: str | None, threads: int | None):
+    import torch
+
     from ..data.datasets import load_split
     from ..data.transforms import Normalization, to_unit
     from ..inference.load import load
