@@ -158,4 +158,5 @@ def test_bench_train_speed_quick(tmp_path, data_root):
         assert row["lenet5 train"]["engine"] == "compiled"  # the default engine on a CPU
         assert row["lenet5 train --engine torch"]["engine"] == "torch"
         assert all(row[w]["images_per_s"] > 0 for w in ("lenet5 train", "plain script"))
-    assert set(r["evaluation_batch_1024"]) == {"compiled", "torch"}
+    assert set(r["evaluation_batch_1024"]) == {"compiled", "torch", "compiled_2_threads"}
+    assert all(v > 0 for v in r["evaluation_batch_1024"].values())
