@@ -28,13 +28,13 @@ MAX, AVG = 0, 1
 
 
 @jit
-def _junk_sum(a, off, rows, width, valid, shift, square):
-    """The sum of ``a[off + k] - shift`` (squared if ``square``) over the junk columns
-    ``valid..width-1`` of rows ``0..rows-2`` (the last row ends at its last valid column)."""
+def _junk_sum(a, rows, width, valid, square):
+    """The sum of ``a`` (squared if ``square``) over the junk columns ``valid..width-1`` of
+    rows ``0..rows-2`` (the last row ends at its last valid column)."""
     s = 0.0
     for r in range(rows - 1):
         for x in range(valid, width):
-            e = a[off + r * width + x] - shift
+            e = a[r * width + x]
             s += e * e if square else e
     return s
 
@@ -58,16 +58,14 @@ def bn_act_forward(z, rows, width, valid, weight, bias, rmean, rvar, count, trai
         if training:
             s = 0.0
             for b in range(nb):
-                s += vsum(z[b, c], 0, span) - _junk_sum(z[b, c], 0, rows, width, valid,
-                                                        t(0), False)
+                s += vsum(z[b, c], 0, span) - _junk_sum(z[b, c], rows, width, valid, False)
             mu = t(s / n)
             v = 0.0
             for b in range(nb):
                 zb, yb = z[b, c], y[b, c]
                 for k in range(span):
                     yb[k] = zb[k] - mu
-                v += vdot(yb, 0, yb, 0, span) - _junk_sum(yb, 0, rows, width, valid, t(0),
-                                                          True)
+                v += vdot(yb, 0, yb, 0, span) - _junk_sum(yb, rows, width, valid, True)
             var = t(v / n)
             rmean[c] = t(1 - momentum) * rmean[c] + m * mu
             rvar[c] = t(1 - momentum) * rvar[c] + m * var * t(n / max(n - 1, 1))

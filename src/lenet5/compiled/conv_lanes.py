@@ -40,7 +40,7 @@ IN, OUT, PADDED = 14, 10, 18  # input side, output side, padded gradient side (1
 
 
 @jit
-def _forward_taps(w1):
+def forward_taps(w1):
     """``offs[i*25 + ky*5 + kx]``: where tap (i, ky, kx) of a C3 kernel reads the input block."""
     offs = np.empty(w1 * 25, np.int64)
     for i in range(w1):
@@ -77,6 +77,25 @@ def _pack(src, first, m, lanes, out):
                 out[(base + i) * L + j] = row[i]
 
 
+@jit
+def forward_block(x, offs, weight, bias, out, w1, w3):
+    """C3 of one block: ``out (w3*100 registers) = bias + W * x (w1*196 registers)``, two maps
+    half a row a call (the evaluation kernel's C3 too, :mod:`.infer_modern`); ``weight`` flat
+    ``(w3, w1, 25)``, ``offs`` from :func:`forward_taps`."""
+    fan = w1 * 25
+    c = 0
+    while c + 2 <= w3:
+        for y in range(OUT):
+            for u in range(0, OUT, 5):
+                FORWARD2(x, y * IN + u, 1, offs, 0, fan, weight, c * fan, fan, bias, c, out,
+                         (c * OUT + y) * OUT + u, OUT * OUT)
+        c += 2
+    if c < w3:
+        for y in range(OUT):
+            FORWARD1(x, y * IN, 1, offs, 0, fan, weight, c * fan, 0, bias, c, out,
+                     (c * OUT + y) * OUT, 0)
+
+
 @parallel_jit
 def conv3_forward(p1, weight, bias, z3, n):
     """``z3[:n] (B, w3, 10*14)`` (wide, junk 0) = C3 of ``p1[:n] (B, w1, 14*14)``; ``weight
@@ -84,8 +103,7 @@ def conv3_forward(p1, weight, bias, z3, n):
     dtype = p1.dtype
     L = REGISTER_BYTES // p1.itemsize
     w1, w3 = p1.shape[1], z3.shape[1]
-    fan = w1 * 25
-    offs = _forward_taps(w1)
+    offs = forward_taps(w1)
     w = weight.reshape(-1)
     b = bias if bias.shape[0] else np.zeros(w3, dtype)
     blocks = (n + L - 1) // L
@@ -95,17 +113,7 @@ def conv3_forward(p1, weight, bias, z3, n):
         x = np.empty(w1 * IN * IN * L, dtype)
         _pack(p1, first, m, L, x)
         out = np.empty(w3 * OUT * OUT * L, dtype)
-        c = 0
-        while c + 2 <= w3:
-            for y in range(OUT):
-                for u in range(0, OUT, 5):
-                    FORWARD2(x, y * IN + u, 1, offs, 0, fan, w, c * fan, fan, b, c, out,
-                             (c * OUT + y) * OUT + u, OUT * OUT)
-            c += 2
-        if c < w3:
-            for y in range(OUT):
-                FORWARD1(x, y * IN, 1, offs, 0, fan, w, c * fan, 0, b, c, out,
-                         (c * OUT + y) * OUT, 0)
+        forward_block(x, offs, w, b, out, w1, w3)
         for j in range(m):
             z = z3[first + j]
             for o in range(w3):

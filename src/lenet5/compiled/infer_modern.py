@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from . import inputs
+from . import conv_lanes, inputs
 from .blocks import MAX, RELU
 from .jit import fast_jit, parallel_jit
 from .kernels_modern import EPS, stat_views, views
@@ -24,8 +24,6 @@ from .simd import REGISTER_BYTES, lane_block, lane_max4
 
 CONV1 = lane_block(6, 2)  # six C1 maps, two positions of a row (each input read once)
 CONV1_ONE = lane_block(1, 7)  # one map, a quarter row (the maps past a multiple of six)
-CONV3 = lane_block(2, 5)  # two C3 maps, half a row
-CONV3_ONE = lane_block(1, 10)  # one map, a row (an odd last map)
 POOL2 = lane_block(1, 14)  # an average-pooled row of S2
 POOL4 = lane_block(1, 5)  # ... of S4
 DENSE6 = lane_block(6, 1)  # six units of a linear layer
@@ -110,8 +108,7 @@ def evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images, 
     quarter = np.full(4 * max(w1, w3), 0.25, t)  # average pooling's taps
     zero = np.zeros(max(w1, w3), t)
     taps = np.arange(max(w3 * 25, w5, w6), dtype=np.int64)  # a linear layer reads x in order
-    c3_taps = np.array([i * 196 + ky * 14 + kx for i in range(w1) for ky in range(5)
-                        for kx in range(5)], dtype=np.int64)
+    c3_taps = conv_lanes.forward_taps(w1)
     n = idx.shape[0]
     for start in range(0, n, L):
         m = min(L, n - start)
@@ -136,18 +133,7 @@ def evaluate(c1w, c1b, c3w, c3b, c5w, c5b, f6w, f6b, hw, hb, act, pool, images, 
                 for y in range(14):
                     POOL2(y1, (c * 28 + 2 * y) * 28, 2, POOL2_TAPS, 0, 4, quarter, c * 4, 0,
                           zero, c, y2, (c * 14 + y) * 14, 0)
-        fan = w1 * 25  # C3: every S2 map
-        c = 0
-        while c + 2 <= w3:
-            for y in range(10):
-                for u in range(0, 10, 5):
-                    CONV3(y2, y * 14 + u, 1, c3_taps, 0, fan, c3w, c * fan, fan, c3b, c, y3,
-                          (c * 10 + y) * 10 + u, 100)
-            c += 2
-        for k in range(c, w3):
-            for y in range(10):
-                CONV3_ONE(y2, y * 14, 1, c3_taps, 0, fan, c3w, k * fan, 0, c3b, k, y3,
-                          (k * 10 + y) * 10, 0)
+        conv_lanes.forward_block(y2, c3_taps, c3w, c3b, y3, w1, w3)  # C3: every S2 map
         activate(act, y3)
         if pool == MAX:
             max_pool(y3, w3, 10, y4)

@@ -54,7 +54,7 @@ class CompiledEngine(ArrayEngine):
         # kernels have (the 1998 network trains pattern by pattern on one thread).
         parallel = self.model.name == "lenet5-modern"
         self.threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if parallel else 1
-        numba.set_num_threads(max(self.threads, 1))
+        numba.set_num_threads(self.threads)
         kernel = K98.train_pass if self.model.name == "lenet5-1998" else KM.train_pass
         if not is_cached(kernel):  # first run after installing or upgrading: say why it waits
             print(f"compiling the compiled engine's kernels for {self.model.name} (once: Numba "
