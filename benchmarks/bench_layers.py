@@ -12,6 +12,7 @@ dominate them, each called alone on the batch the forward pass left in the works
 
     python benchmarks/bench_layers.py --data-dir ../shared/data
     python benchmarks/bench_layers.py --data-dir ../shared/data --threads 2 --batch 256
+    python benchmarks/bench_layers.py --data-dir ../shared/data --quick      # plumbing only
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="Numba threads (default 1)")
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--quick", action="store_true", help="batch 8, short timing loops (plumbing)")
     p.add_argument("--json", default=str(RESULTS / "layers.json"))
     args = p.parse_args()
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
-    n = args.batch
+    n = 8 if args.quick else args.batch
+    seconds, repeats = (0.02, 1) if args.quick else (0.5, 3)
     images, labels = load_split("mnist", "train", args.data_dir)
     m = CompiledModel("lenet5-modern", {"batchnorm": args.batchnorm}, np.float32, seed=0)
     m.train_pass(images, labels.astype(np.int64), np.arange(4 * n), _sgd(m), batch_size=n,
@@ -108,7 +111,7 @@ def main() -> int:
             P.c5w, w.p3[:n].reshape(n, w3 * 25), w.d5[:n], G.c5w, G.c5b, w.dp3[:n]),
     }
     assert w.dy3.shape[2] == PAD + 140 + PAD
-    ms = {name: timed(fn) for name, fn in parts.items()}
+    ms = {name: timed(fn, seconds, repeats) for name, fn in parts.items()}
     rows = [[name, f"{v:.3f}"] for name, v in ms.items()]
     print(f"lenet5-modern{' (batch-norm)' if bn else ''}, batch {n}, {args.threads} Numba "
           f"thread(s), ms per batch:")

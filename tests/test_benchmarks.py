@@ -151,6 +151,14 @@ def test_bench_fashion_quick(tmp_path, data_root):
 
 
 @pytest.mark.slow
+def test_bench_layers_quick(tmp_path, data_root):
+    r = run_quick("bench_layers.py", tmp_path, "--data-dir", str(data_root))
+    assert r["batch"] == 8 and all(v > 0 for v in r["ms_per_batch"].values())
+    assert {"C3 forward, lanes", "C3 backward, per pattern"} <= set(r["ms_per_batch"])
+    assert set(r["c3_lanes_speedup"]) == {"forward", "backward"}
+
+
+@pytest.mark.slow
 def test_bench_train_speed_quick(tmp_path, data_root):
     r = run_quick("bench_train_speed.py", tmp_path, "--data-dir", str(data_root))
     assert [(row["condition"], row["batch"]) for row in r["rows"]] == [("idle", 64), ("busy", 64)]
