@@ -17,6 +17,7 @@ skip the install or install without ``-c``.) What it does, each step in a fresh 
 2. time to 99%: ``lenet5 train --preset fast --device cuda --engine torch`` for seeds 0-2, the
    clock from just before the process starts (as ``bench_time99.py``), and the training pass
    alone (the data sit in device memory for the whole run: the loop loads each split once);
+   then the same with ``--cuda-graph``;
 3. throughput: ``lenet5 train --device cuda --model lenet5-modern --epochs 2`` at batch 256 and
    1,024 on all 60,000 images, the second epoch's images per second;
 4. ``cuda_speedrun.py``: the same fast recipe as one loop of device work alone, eagerly and
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--json", default=str(RESULTS / "cuda.json"))
+    p.add_argument("--skip", default="", help="steps to leave out, comma-separated: tests, "
+                   "time_to_99, time_to_99_graph, throughput, speedrun")
     args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
     import torch
 
     info = machine_info(threads=torch.get_num_threads())
@@ -98,26 +102,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} failed: {result[name]['traceback']}", flush=True)
         write_result(args.json, result)
 
-    step("tests", lambda: cuda_tests(args.data_dir, Path(args.json).with_suffix(".tests.log")))
-    print(f"CUDA tests: {result['tests'].get('summary')}", flush=True)
+    if "tests" not in skip:
+        step("tests", lambda: cuda_tests(args.data_dir, Path(args.json).with_suffix(".tests.log")))
+        print(f"CUDA tests: {result['tests'].get('summary')}", flush=True)
 
     sys.path.insert(0, str(HERE))
     from bench_time99 import train_fast
 
     common = ["--data-dir", args.data_dir] if args.data_dir else []
 
-    def time99():
+    def time99(extra):
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
             for seed in range(args.seeds):
                 runs.append(train_fast(Path(tmp) / f"s{seed}", common,
                                        ["--device", "cuda", "--engine", "torch",
-                                        "--seed", str(seed)], 0.99))
-                print(f"  time to 99%, seed {seed}: {runs[-1]['seconds_to_target']}", flush=True)
+                                        "--seed", str(seed), *extra], 0.99))
+                print(f"  time to 99% {' '.join(extra)}, seed {seed}: "
+                      f"{runs[-1]['seconds_to_target']}", flush=True)
         return runs
 
-    step("time_to_99", time99)
-    step("throughput", lambda: {str(b): throughput(args.data_dir, b) for b in (256, 1024)})
+    for name, extra in (("time_to_99", []), ("time_to_99_graph", ["--cuda-graph"])):
+        if name not in skip:
+            step(name, lambda extra=extra: time99(extra))
+    if "throughput" not in skip:
+        step("throughput", lambda: {str(b): throughput(args.data_dir, b) for b in (256, 1024)})
 
     def speedrun():
         import cuda_speedrun
@@ -127,21 +136,24 @@ def main(argv: list[str] | None = None) -> int:
                            rows)
         return rows
 
-    step("speedrun", speedrun)
+    if "speedrun" not in skip:
+        step("speedrun", speedrun)
 
-    print(f"\n{gpu}, torch {torch.__version__}: CUDA tests {result['tests'].get('summary')}")
-    runs = result["time_to_99"] if isinstance(result["time_to_99"], list) else []
-    rows = [(f"lenet5 train --preset fast --device cuda --seed {i}",
+    print(f"\n{gpu}, torch {torch.__version__}: CUDA tests "
+          f"{result.get('tests', {}).get('summary', 'skipped')}")
+    rows = [(f"lenet5 train --preset fast --device cuda{flag} --seed {i}",
              f"{100 * r['test_accuracy']:.2f}",
              f"{r['seconds_to_target']:.2f}" if r["seconds_to_target"] else "not reached",
              f"{r['breakdown']['train']:.2f}", f"{r['breakdown']['start']:.2f}")
-            for i, r in enumerate(runs)]
+            for name, flag in (("time_to_99", ""), ("time_to_99_graph", " --cuda-graph"))
+            if isinstance(result.get(name), list) for i, r in enumerate(result[name])]
     markdown_table(["command", "test accuracy %", "seconds from process start",
                     "training pass (s)", "start-up (s)"], rows)
-    for batch, r in (result["throughput"] if "error" not in result["throughput"] else {}).items():
+    rates = result.get("throughput", {})
+    for batch, r in (rates if "error" not in rates else {}).items():
         print(f"throughput, lenet5-modern, batch {batch}: "
               f"{r.get('images_per_s', float('nan')):,.0f} training images/s")
-    speed = result["speedrun"] if isinstance(result["speedrun"], list) else []
+    speed = result["speedrun"] if isinstance(result.get("speedrun"), list) else []
     markdown_table(["resident loop (cuda_speedrun.py)", "split", "seed", "accuracy %",
                     "s to 99%", "train s (last pass)", "capture s"],
                    [(r["label"], r["split"], r.get("seed"),
@@ -149,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['seconds_to_99']:.3f}" if r.get("seconds_to_99") else "-",
                      f"{r['evals'][-1]['train_s']:.3f}" if "evals" in r else "-",
                      f"{r.get('capture_s', 0):.2f}") for r in speed])
-    tests = result["tests"]
-    return 0 if tests.get("returncode") == 0 else 1
+    return 0 if result.get("tests", {}).get("returncode", 0) == 0 else 1
 
 
 if __name__ == "__main__":

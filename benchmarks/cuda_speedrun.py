@@ -5,12 +5,13 @@
 SGD Nesterov 0.9, weight decay 5e-4, peak rate 0.4 on the one-cycle-linear schedule, label
 smoothing 0.1, batch 64, one pass) written so that a whole training step is device work alone:
 the batch is an ``index_select`` of the resident split by a step counter held on the device,
-the learning rate a lookup in a table on the device, the update ``torch._foreach`` ops, so
-the step can be captured once as a CUDA graph and replayed (``graph=True``). Without a graph
+the learning rate a lookup in a table on the device, the update ``--cuda-graph``'s device-side
+SGD (``lenet5.training.cuda_graph.sgd_update``), so the step can be captured once as a CUDA
+graph and replayed (``graph=True``); ``lenet5 train --cuda-graph`` does the same inside the
+usual loop, its order drawn on the host and each batch copied into the graph's input. Without a graph
 the same step runs eagerly; on a CPU that is how its smoke test checks it learns.
 
-The update is ``torch.optim.SGD``'s (weight decay into the gradient, momentum buffer, Nesterov
-look-ahead); the last short batch is dropped (static shapes), so a pass is 937 steps of 64.
+The last short batch is dropped (static shapes), so a pass is 937 steps of 64.
 
 Run by ``bench_cuda.py``; alone: ``python benchmarks/cuda_speedrun.py --data-dir DIR``.
 """
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from lenet5.data.datasets import load_split
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.models import create_model
+from lenet5.training.cuda_graph import sgd_update
 from lenet5.training.optim import lr_at
 
 FAST = dict(model="lenet5-modern-bn", batch=64, lr=0.4, epochs=1, momentum=0.9,
@@ -84,16 +86,9 @@ class Run:
             out = self.model(xb)
         loss = F.cross_entropy(out.float(), yb, label_smoothing=FAST["label_smoothing"])
         grads = list(torch.autograd.grad(loss, self.params))
-        with torch.no_grad():
-            lr = self.lrs.index_select(0, self.t).view(())
-            m = FAST["momentum"]
-            torch._foreach_add_(grads, self.params, alpha=FAST["weight_decay"])
-            torch._foreach_mul_(self.bufs, m)
-            torch._foreach_add_(self.bufs, grads)
-            torch._foreach_add_(grads, self.bufs, alpha=m)  # Nesterov
-            torch._foreach_mul_(grads, lr)
-            torch._foreach_sub_(self.params, grads)
-            self.t.add_(1)
+        lr = self.lrs.index_select(0, self.t).view(())
+        sgd_update(self.params, grads, self.bufs, lr, FAST["momentum"], True, FAST["weight_decay"])
+        self.t.add_(1)
 
     def capture(self) -> None:
         """Warm up on a side stream (cuDNN and cuBLAS pick their kernels), put the state back,

@@ -19,8 +19,19 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
+@pytest.fixture
+def full_float32():
+    """Convolutions and matrix products in full float32, not TF32 (PyTorch lets cuDNN use
+    TF32 by default: on an H200 that moved the RBF outputs by up to 2e-4 relative), for the
+    comparisons with the CPU."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.parametrize("name", ["lenet5-1998", "lenet5-modern-bn"])
-def test_forward_and_gradients_match_the_cpu(data_root, name):
+def test_forward_and_gradients_match_the_cpu(data_root, name, full_float32):
     images, labels = load_split("mnist", "test", data_root)
     torch.manual_seed(0)
     model = create_model(name).train()
@@ -57,7 +68,7 @@ def test_lenet5_train_on_cuda_learns_and_loads_on_the_cpu(data_root, tmp_path, e
     assert loaded.model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
-def test_bundled_model_predicts_alike_on_cuda_and_cpu(data_root):
+def test_bundled_model_predicts_alike_on_cuda_and_cpu(data_root, full_float32):
     from lenet5.inference.load import load
 
     images, _ = load_split("mnist", "test", data_root)
@@ -69,3 +80,51 @@ def test_bundled_model_predicts_alike_on_cuda_and_cpu(data_root):
             outs.append(loaded.model(norm(to_unit(images[:100])).to(device)).cpu())
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
     assert torch.equal(outs[1].argmin(1), outs[0].argmin(1))
+
+
+def test_cuda_graph_steps_follow_the_eager_ones(data_root, full_float32):
+    """``--cuda-graph``: full batches replayed from the graph, the short one eagerly, against
+    torch.optim's eager steps on the same GPU (``tests/test_cuda_graph.py`` checks the
+    arithmetic on the CPU; this, the capture and replay)."""
+    from lenet5.config import resolve_config
+    from lenet5.models import make_config
+    from lenet5.training.engine import make_engine
+
+    images, labels = load_split("mnist", "train", data_root)
+    x = Normalization.make("standard", "mnist")(to_unit(images[:6 * 64 + 37])).cuda()
+    y = torch.as_tensor(labels[:6 * 64 + 37].astype(np.int64)).cuda()
+    engines = []
+    for graph in (False, True):
+        cfg = resolve_config("fast", overrides=dict(data_dir=str(data_root), progress=False,
+                                                    engine="torch", cuda_graph=graph))
+        torch.manual_seed(0)
+        engines.append(make_engine(cfg, make_config(cfg.model, cfg.model_args).to_dict(),
+                                   torch.device("cuda")))
+    ref, ours = engines
+    for i, lr in enumerate([0.05, 0.1, 0.2, 0.1, 0.05, 0.02, 0.01]):
+        xb, yb = x[64 * i: 64 * (i + 1)], y[64 * i: 64 * (i + 1)]  # the last: 37 images
+        out = []
+        for engine in (ref, ours):
+            engine.set_lr(lr)
+            out.append(engine.train_step(xb, yb))
+        torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-4, atol=1e-4)
+    assert ours.graphed.graph is not None  # the full batches were replayed
+    for p_r, p_o in zip(ref.module.parameters(), ours.module.parameters()):
+        torch.testing.assert_close(p_o, p_r, rtol=1e-4, atol=5e-5)
+    for b_r, b_o in zip(ref.module.buffers(), ours.module.buffers()):
+        torch.testing.assert_close(b_o, b_r, rtol=1e-4, atol=1e-5)
+
+
+def test_lenet5_train_with_a_cuda_graph_learns(data_root, tmp_path):
+    from lenet5.inference.load import load
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "fast", "--device", "cuda", "--cuda-graph",
+                 "--limit-train", "10000", "--data-dir", str(data_root), "--out", str(run),
+                 "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["cuda_graph"] is True and config["engine"] == "torch"
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["test_error"] < 0.05, row  # 2.3% on the CPU (engine torch)
+    loaded = load(str(run), device="cpu")
+    assert loaded.model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)

@@ -144,6 +144,9 @@ class TrainConfig:
                                                             "BLAS (default: the cores other "
                                                             "processes leave idle)")
     amp: bool = setting(False, help="bfloat16 autocast (torch)")
+    cuda_graph: bool = setting(False, help="torch on a GPU: replay each full training batch's "
+                                           "step from one CUDA graph (sgd, adam or adamw; "
+                                           "one process)")
     out: str | None = setting(None, help="run directory (default: runs/PRESET-OR-MODEL-TIME)")
     resume: str | None = setting(None, help="run directory (or its checkpoint) to continue")
     overwrite: bool = setting(False, help="replace a finished run in --out (refused without it)")
@@ -303,6 +306,11 @@ def validate(cfg: TrainConfig) -> None:
          f"amp is a PyTorch option; engine is {cfg.engine}"),
         (cfg.engine in ("torch", "auto") or cfg.nproc == 1,
          f"nproc > 1 needs engine torch, not {cfg.engine}"),
+        (not cfg.cuda_graph or cfg.engine in ("torch", "auto"),
+         f"cuda_graph is a PyTorch option; engine is {cfg.engine}"),
+        (not cfg.cuda_graph or cfg.optimizer in ("sgd", "adam", "adamw"),
+         f"cuda_graph updates with sgd, adam or adamw, not {cfg.optimizer}"),
+        (not cfg.cuda_graph or cfg.nproc == 1, "cuda_graph runs in one process (nproc 1)"),
         (cfg.limit_train is None or cfg.val_split < cfg.limit_train,
          f"val_split {cfg.val_split} leaves none of the {cfg.limit_train} training images"),
         (cfg.engine != "compiled" or not compiled_refusal(cfg), f"{compiled_refusal(cfg)}"),

@@ -302,7 +302,8 @@ def resolve_engine(cfg: TrainConfig, device: torch.device, world: int = 1) -> st
     PyTorch: GPUs, DDP, amp and every other model."""
     if cfg.engine != "auto":
         return cfg.engine
-    if device.type != "cpu" or world > 1 or cfg.nproc > 1 or cfg.amp or compiled_refusal(cfg):
+    if (device.type != "cpu" or world > 1 or cfg.nproc > 1 or cfg.amp or cfg.cuda_graph
+            or compiled_refusal(cfg)):
         return "torch"
     return "compiled"
 

@@ -54,11 +54,22 @@ class TorchEngine(Engine):
                                         cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
         self.amp = cfg.amp
         self.steps = 0  # optimiser updates so far (Adam's bias correction, in checkpoints)
+        self.graphed = None  # --cuda-graph: the step as device work, replayed (cuda_graph.py)
+        if cfg.cuda_graph:
+            if device.type != "cuda":
+                raise ValueError(f"--cuda-graph needs a CUDA device, not {device.type}")
+            if ddp:
+                raise ValueError("--cuda-graph runs in one process, not under torchrun")
+            from .cuda_graph import GraphedStep
+
+            self.graphed = GraphedStep(self, cfg.batch_size)
 
     # -- training
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.graphed is not None:
+            self.graphed.set_lr(lr)
 
     def set_curvature(self, x: torch.Tensor) -> None:
         h = estimate_curvature(self.module, x)
@@ -70,6 +81,10 @@ class TorchEngine(Engine):
         self.optimizer.set_curvature(h)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graphed is not None:
+            out = self.graphed(x, y)  # its step count starts from the updates before this
+            self.steps += 1
+            return out
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(x)
