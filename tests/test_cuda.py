@@ -128,3 +128,36 @@ def test_lenet5_train_with_a_cuda_graph_learns(data_root, tmp_path):
     assert row["test_error"] < 0.05, row  # 2.3% on the CPU (engine torch)
     loaded = load(str(run), device="cpu")
     assert loaded.model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_a_graphed_pass_is_the_eager_pass(data_root, full_float32):
+    """``--cuda-graph``'s whole-pass path (batches selected, normalised and stepped inside
+    the replayed graph; the short last batch eager) against one eager step per batch."""
+    from lenet5.config import resolve_config
+    from lenet5.data.loader import TensorLoader
+    from lenet5.models import make_config
+    from lenet5.training.engine import make_engine
+    from lenet5.training.optim import lr_at
+
+    images, labels = load_split("mnist", "train", data_root)
+    x = to_unit(images[:20 * 64 + 37]).cuda()
+    y = torch.as_tensor(labels[:20 * 64 + 37].astype(np.int64)).cuda()
+    norm = Normalization.make("standard", "mnist")
+    engines = []
+    for graph in (False, True):
+        cfg = resolve_config("fast", overrides=dict(data_dir=str(data_root), progress=False,
+                                                    engine="torch", cuda_graph=graph))
+        torch.manual_seed(0)
+        engines.append(make_engine(cfg, make_config(cfg.model, cfg.model_args).to_dict(),
+                                   torch.device("cuda")))
+    results = []
+    for engine in engines:
+        loader = TensorLoader(x, y, 64, norm, shuffle=True, seed=1)
+        totals = engine.train_epoch(loader, lambda s: lr_at("onecycle-linear", 0.4, 0, s, 21, 1))
+        results.append((float(totals.loss_sum), int(totals.errors), totals.seen))
+    assert engines[1].graphed.pass_graph is not None
+    assert results[1][2] == results[0][2] == 20 * 64 + 37
+    assert abs(results[1][0] - results[0][0]) <= 1e-3 * abs(results[0][0])
+    assert abs(results[1][1] - results[0][1]) <= 3  # argmax ties may differ by rounding
+    for p_r, p_o in zip(engines[0].module.parameters(), engines[1].module.parameters()):
+        torch.testing.assert_close(p_o, p_r, rtol=2e-3, atol=2e-4)

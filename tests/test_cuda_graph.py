@@ -124,3 +124,42 @@ def test_auto_engine_is_torch_with_a_graph(data_root):
     assert resolve_engine(cfg, torch.device("cuda")) == "torch"
     assert resolve_engine(replace(cfg, cuda_graph=False), torch.device("cpu")) == "compiled"
     json.dumps(cfg.to_dict())  # config.json records it
+
+
+@pytest.mark.parametrize("optimizer, batch", [("sgd", 64), ("adam", 50)])
+def test_a_pass_on_the_device_is_the_loaders_pass(data_root, optimizer, batch):
+    """The whole-pass path (order and rates looked up on the device, the short last batch
+    eager) takes the loader's own batches in its order, at the schedule's rate of each step:
+    the same pass as one ``train_step`` per batch."""
+    from lenet5.data.loader import TensorLoader
+    from lenet5.training.optim import lr_at
+
+    cfg, ref, ours = pair(data_root, model="lenet5-modern-bn", optimizer=optimizer,
+                          batch_size=batch, nesterov=optimizer == "sgd", weight_decay=5e-4)
+    images, labels = load_split("mnist", "train", data_root)
+    x = to_unit(images[:5 * batch + 21])
+    y = torch.as_tensor(labels[: 5 * batch + 21].astype(np.int64))
+    norm = Normalization.make("standard", "mnist")
+    peak = 0.1 if optimizer == "sgd" else 2e-3
+    for epoch in range(2):
+        results = []
+        for engine in (ref, ours):
+            loader = TensorLoader(x, y, batch, norm, shuffle=True, seed=3, epoch=epoch)
+            steps = len(loader)
+            seen = []
+            engine.set_lr(peak / 10)
+            totals = engine.train_epoch(
+                loader, lambda s: lr_at("onecycle-linear", peak, epoch, s, steps, 2),
+                progress=lambda i, t: seen.append((i, t.seen)))
+            results.append((totals, seen))
+        (t_r, seen_r), (t_o, seen_o) = results
+        assert seen_o == seen_r and t_o.seen == t_r.seen == 5 * batch + 21
+        torch.testing.assert_close(torch.as_tensor(t_o.loss_sum), torch.as_tensor(t_r.loss_sum),
+                                   rtol=1e-5, atol=1e-4)
+        assert int(t_o.errors) == int(t_r.errors)
+    assert ours.steps == ref.steps == 12
+    assert ours.optimizer.param_groups[0]["lr"] == ref.optimizer.param_groups[0]["lr"]
+    for (name, p_r), p_o in zip(ref.module.named_parameters(), ours.module.parameters()):
+        torch.testing.assert_close(p_o, p_r, rtol=1e-4, atol=5e-5, msg=lambda m: f"{name}: {m}")
+    for b_r, b_o in zip(ref.module.buffers(), ours.module.buffers()):
+        torch.testing.assert_close(b_o, b_r, rtol=1e-4, atol=1e-5)

@@ -143,21 +143,89 @@ class GraphedStep:
         return self.loss.clone(), self.errors.clone()
 
     def _record(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Warm up on a side stream (cuDNN picks its kernels, autograd its buffers), put every
-        tensor the warm-up changed back as it was, then record one step on static inputs."""
         self.x, self.y = x.clone(), y.clone()
+
+        def step():
+            self.loss, self.errors = self.run(self.x, self.y)
+
+        self.graph = self._capture(step)
+
+    def _capture(self, fn, extra: tuple[torch.Tensor, ...] = ()) -> torch.cuda.CUDAGraph:
+        """Warm ``fn`` up on a side stream (cuDNN picks its kernels, autograd its buffers), put
+        every tensor the warm-up changed back as it was, then record ``fn`` as a graph."""
         live = [*self.params, *[t for ts in self.state for t in ts], self.step_count,
-                *self.engine.module.buffers()]
+                *self.engine.module.buffers(), *extra]
         saved = [t.detach().clone() for t in live]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(3):
-                self.run(self.x, self.y)
+                fn()
         torch.cuda.current_stream(self.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss, self.errors = self.run(self.x, self.y)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
         with torch.no_grad():
             for t, s in zip(live, saved):
                 t.copy_(s)
+        return graph
+
+    # -- a whole pass: batches and rates looked up on the device
+    def train_pass(self, loader, step_lr, progress):
+        """One pass of a plain loader (no distortion, no augmentation, one process) with the
+        batches of its own order: the order and the pass's rates go to the device once, and
+        each full batch is a replay that selects its images, normalises them, steps and adds
+        to the running totals, with no work on the host but the replay. The short last batch
+        runs eagerly. Returns :class:`~lenet5.training.engine.PassTotals` of device scalars."""
+        from .engine import PassTotals
+
+        b, n = loader.batch_size, loader.images.shape[0]
+        steps, full = len(loader), n // b
+        lrs = [step_lr(i) if step_lr is not None else float(self.lr) for i in range(steps)]
+        order = loader.order().to(self.device)
+        if self.state is None:
+            self._optimizer_state()
+        key = (loader.images.data_ptr(), loader.labels.data_ptr(), b, full, loader.normalization)
+        if getattr(self, "pass_key", None) != key:  # new split or shape: new buffers, new graph
+            self.pass_key, self.pass_graph = key, None
+            self.images, self.labels, self.norm = loader.images, loader.labels, loader.normalization
+            self.order = torch.empty(full, b, dtype=torch.int64, device=self.device)
+            self.lrs = torch.empty(full, dtype=torch.float32, device=self.device)
+            self.t = torch.zeros(1, dtype=torch.int64, device=self.device)
+            self.loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+            self.error_sum = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.order.copy_(order[: full * b].view(full, b))
+        self.lrs.copy_(torch.tensor(lrs[:full], dtype=torch.float32))
+        for t in (self.t, self.loss_sum, self.error_sum):
+            t.zero_()
+        if self.capture and self.pass_graph is None and full:
+            self.pass_graph = self._capture(self._pass_step,
+                                            (self.t, self.loss_sum, self.error_sum))
+        totals = PassTotals(self.loss_sum, self.error_sum, 0)
+        for i in range(full):
+            self.pass_graph.replay() if self.capture else self._pass_step()
+            totals.seen += b
+            if progress is not None:
+                progress(i, totals)
+        if steps > full:  # the short last batch (the loader's drop_last is off)
+            rest = order[full * b:]
+            self.engine.set_lr(lrs[-1])
+            loss, errors = self.run(self.norm(self.images[rest]), self.labels[rest])
+            self.loss_sum.add_(loss)
+            self.error_sum.add_(errors)
+            totals.seen += rest.shape[0]
+            if progress is not None:
+                progress(steps - 1, totals)
+        self.engine.set_lr(lrs[-1])  # the optimiser group too, for the checkpoint
+        return PassTotals(self.loss_sum.clone(), self.error_sum.clone(), totals.seen)
+
+    def _pass_step(self) -> None:
+        """Step ``t`` of the pass: its batch and rate by the step counter, all on the device."""
+        idx = self.order.index_select(0, self.t).view(-1)
+        x = self.norm(self.images.index_select(0, idx))
+        y = self.labels.index_select(0, idx)
+        self.lr.copy_(self.lrs.index_select(0, self.t).view(()))
+        loss, errors = self.run(x, y)
+        self.loss_sum.add_(loss)
+        self.error_sum.add_(errors)
+        self.t.add_(1)

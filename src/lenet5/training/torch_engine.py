@@ -97,6 +97,17 @@ class TorchEngine(Engine):
         errors = (self.scores(out.detach()).argmax(1) != y).sum()
         return loss.detach() * y.shape[0], errors
 
+    def train_epoch(self, loader, step_lr=None, after_step=None, progress=None):
+        """With ``--cuda-graph`` and a plain loader (no distortion or augmentation, one
+        process, no weight average), the whole pass on the device (:meth:`GraphedStep.
+        train_pass`); otherwise one :meth:`train_step` per batch."""
+        if (self.graphed is not None and loader.distortion is None and loader.augment is None
+                and loader.world_size == 1 and after_step is None):
+            totals = self.graphed.train_pass(loader, step_lr, progress)
+            self.steps += len(loader)
+            return totals
+        return super().train_epoch(loader, step_lr, after_step, progress)
+
     def rank_weight(self, n: int) -> float:
         """n * world / global batch: DDP then averages to the global batch's mean gradient.
 
