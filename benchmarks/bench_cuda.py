@@ -17,7 +17,8 @@ skip the install or install without ``-c``.) What it does, each step in a fresh 
 2. time to 99%: ``lenet5 train --preset fast --device cuda --engine torch`` for seeds 0-2, the
    clock from just before the process starts (as ``bench_time99.py``), and the training pass
    alone (the data sit in device memory for the whole run: the loop loads each split once);
-   then the same with ``--cuda-graph``;
+   then the same with ``--cuda-graph``; then two passes of each, the first paying the
+   process's one-time GPU costs, the second the steady state;
 3. throughput: ``lenet5 train --device cuda --model lenet5-modern --epochs 2`` at batch 256 and
    1,024 on all 60,000 images, the second epoch's images per second;
 4. ``cuda_speedrun.py``: the same fast recipe as one loop of device work alone, eagerly and
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--json", default=str(RESULTS / "cuda.json"))
     p.add_argument("--skip", default="", help="steps to leave out, comma-separated: tests, "
-                   "time_to_99, time_to_99_graph, throughput, speedrun")
+                   "time_to_99, time_to_99_graph, passes, throughput, speedrun")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     import torch
@@ -125,6 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, extra in (("time_to_99", []), ("time_to_99_graph", ["--cuda-graph"])):
         if name not in skip:
             step(name, lambda extra=extra: time99(extra))
+    def passes(extra):
+        """Two passes of the fast recipe: the first pays the process's one-time GPU costs
+        (kernel loading, cuDNN's choices, the capture), the second is the steady state."""
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "lenet5", "train", "--preset", "fast", "--device",
+                   "cuda", "--engine", "torch", "--epochs", "2", "--no-progress", "--out",
+                   f"{tmp}/run", *common, *extra]
+            subprocess.run(cmd, check=True, capture_output=True)
+            rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text()
+                    .splitlines() if line.strip()]
+        return {"command": cmd, "pass_seconds": [r["epoch_seconds"] for r in rows],
+                "test_accuracy": [1 - r["test_error"] for r in rows]}
+
+    if "passes" not in skip:
+        step("passes", lambda: {name: [passes(extra) for _ in range(2)]
+                                for name, extra in (("eager", []), ("graph", ["--cuda-graph"]))})
     if "throughput" not in skip:
         step("throughput", lambda: {str(b): throughput(args.data_dir, b) for b in (256, 1024)})
 
@@ -149,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(result.get(name), list) for i, r in enumerate(result[name])]
     markdown_table(["command", "test accuracy %", "seconds from process start",
                     "training pass (s)", "start-up (s)"], rows)
+    for name, runs in (result["passes"].items() if "error" not in result.get("passes", {"error": 1})
+                       else []):
+        print(f"two passes, {name}: " + "; ".join(
+            " then ".join(f"{t:.3f} s" for t in r["pass_seconds"]) for r in runs))
     rates = result.get("throughput", {})
     for batch, r in (rates if "error" not in rates else {}).items():
         print(f"throughput, lenet5-modern, batch {batch}: "
