@@ -82,17 +82,13 @@ def test_bundled_model_predicts_alike_on_cuda_and_cpu(data_root, full_float32):
     assert torch.equal(outs[1].argmin(1), outs[0].argmin(1))
 
 
-def test_cuda_graph_steps_follow_the_eager_ones(data_root, full_float32):
-    """``--cuda-graph``: full batches replayed from the graph, the short one eagerly, against
-    torch.optim's eager steps on the same GPU (``tests/test_cuda_graph.py`` checks the
-    arithmetic on the CPU; this, the capture and replay)."""
+def fast_engines(data_root):
+    """Two PyTorch engines of the fast preset on the GPU with the same initial weights:
+    eager, then with ``--cuda-graph``."""
     from lenet5.config import resolve_config
     from lenet5.models import make_config
     from lenet5.training.engine import make_engine
 
-    images, labels = load_split("mnist", "train", data_root)
-    x = Normalization.make("standard", "mnist")(to_unit(images[:6 * 64 + 37])).cuda()
-    y = torch.as_tensor(labels[:6 * 64 + 37].astype(np.int64)).cuda()
     engines = []
     for graph in (False, True):
         cfg = resolve_config("fast", overrides=dict(data_dir=str(data_root), progress=False,
@@ -100,6 +96,17 @@ def test_cuda_graph_steps_follow_the_eager_ones(data_root, full_float32):
         torch.manual_seed(0)
         engines.append(make_engine(cfg, make_config(cfg.model, cfg.model_args).to_dict(),
                                    torch.device("cuda")))
+    return engines
+
+
+def test_cuda_graph_steps_follow_the_eager_ones(data_root, full_float32):
+    """``--cuda-graph``: full batches replayed from the graph, the short one eagerly, against
+    torch.optim's eager steps on the same GPU (``tests/test_cuda_graph.py`` checks the
+    arithmetic on the CPU; this, the capture and replay)."""
+    images, labels = load_split("mnist", "train", data_root)
+    x = Normalization.make("standard", "mnist")(to_unit(images[:6 * 64 + 37])).cuda()
+    y = torch.as_tensor(labels[:6 * 64 + 37].astype(np.int64)).cuda()
+    engines = fast_engines(data_root)
     ref, ours = engines
     for i, lr in enumerate([0.05, 0.1, 0.2, 0.1, 0.05, 0.02, 0.01]):
         xb, yb = x[64 * i: 64 * (i + 1)], y[64 * i: 64 * (i + 1)]  # the last: 37 images
@@ -133,23 +140,14 @@ def test_lenet5_train_with_a_cuda_graph_learns(data_root, tmp_path):
 def test_a_graphed_pass_is_the_eager_pass(data_root, full_float32):
     """``--cuda-graph``'s whole-pass path (batches selected, normalised and stepped inside
     the replayed graph; the short last batch eager) against one eager step per batch."""
-    from lenet5.config import resolve_config
     from lenet5.data.loader import TensorLoader
-    from lenet5.models import make_config
-    from lenet5.training.engine import make_engine
     from lenet5.training.optim import lr_at
 
     images, labels = load_split("mnist", "train", data_root)
     x = to_unit(images[:20 * 64 + 37]).cuda()
     y = torch.as_tensor(labels[:20 * 64 + 37].astype(np.int64)).cuda()
     norm = Normalization.make("standard", "mnist")
-    engines = []
-    for graph in (False, True):
-        cfg = resolve_config("fast", overrides=dict(data_dir=str(data_root), progress=False,
-                                                    engine="torch", cuda_graph=graph))
-        torch.manual_seed(0)
-        engines.append(make_engine(cfg, make_config(cfg.model, cfg.model_args).to_dict(),
-                                   torch.device("cuda")))
+    engines = fast_engines(data_root)
     results = []
     for engine in engines:
         loader = TensorLoader(x, y, 64, norm, shuffle=True, seed=1)
