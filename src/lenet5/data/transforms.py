@@ -25,12 +25,17 @@ PAD = 2  # 28 + 2 * 2 = 32
 
 def to_unit(images: np.ndarray | torch.Tensor, pad: int = PAD) -> torch.Tensor:
     """``(N, 28, 28) uint8`` -> ``(N, 1, 28 + 2 pad, 28 + 2 pad) float32`` in [0, 1]."""
-    x = torch.tensor(np.asarray(images), dtype=torch.float32).div_(255.0)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3:
-        raise ValueError(f"expected images of shape (N, H, W), got {tuple(x.shape)}")
-    return F.pad(x[:, None], (pad, pad, pad, pad), value=0.0)
+    a = np.asarray(images)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"expected images of shape (N, H, W), got {tuple(a.shape)}")
+    n, h, w = a.shape
+    # One float32 buffer, the digits cast into its middle (a quarter of the time of a float
+    # copy then a padded copy of it; the same values).
+    x = torch.zeros(n, 1, h + 2 * pad, w + 2 * pad)
+    x.numpy()[:, 0, pad : pad + h, pad : pad + w] = a
+    return x.div_(255.0)
 
 
 @dataclass(frozen=True)
