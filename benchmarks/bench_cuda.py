@@ -49,7 +49,9 @@ HERE = Path(__file__).resolve().parent
 def cuda_tests(data_dir: str | None, log: Path) -> dict:
     """``pytest tests/test_cuda.py`` in a fresh process; its whole output goes to ``log``."""
     env = {**os.environ, **({"LENET5_DATA_DIR": str(Path(data_dir).resolve())} if data_dir else {})}
+    # In this process, one GPU: without pyproject's "-n 2" (pytest-xdist may be missing there).
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-o", "addopts=-ra --strict-markers",
                            str(HERE.parent / "tests" / "test_cuda.py")],
                           capture_output=True, text=True, cwd=HERE.parent, env=env)
     log.parent.mkdir(parents=True, exist_ok=True)
