@@ -168,3 +168,28 @@ def test_bench_train_speed_quick(tmp_path, data_root):
         assert all(row[w]["images_per_s"] > 0 for w in ("lenet5 train", "plain script"))
     assert set(r["evaluation_batch_1024"]) == {"compiled", "torch", "compiled_2_threads"}
     assert all(v > 0 for v in r["evaluation_batch_1024"].values())
+
+
+def test_fig9_explain_knn_errors_are_a_brute_force_nearest_neighbour(data_root):
+    """``fig9_explain.knn_errors`` (the k-NN rows' votes, used by ``--stored``): its k = 1 error
+    on real MNIST equals a brute-force float64 NumPy 1-NN against the same stored 8-bit levels."""
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import fig9_explain
+    finally:
+        sys.path.remove(str(BENCH))
+    x, y = fig9_explain.inputs("train", str(data_root))
+    store, labels, query, truth = x[:3000], y[:3000], x[-500:], y[-500:]
+    errs, seconds = fig9_explain.knn_errors(store, labels, query, truth)
+    assert set(errs) == {1, 2, 3, 4, 5} and seconds >= 0
+    lo, step = float(store.min()), (float(store.max()) - float(store.min())) / 255
+    s = lo + step * np.round((store.astype(np.float64) - lo) / step)  # the stored 8-bit levels
+    q = query.astype(np.float64)
+    d = (q**2).sum(1)[:, None] - 2 * q @ s.T + (s**2).sum(1)[None]
+    brute = 100.0 * float(np.mean(labels[d.argmin(1)] != truth))
+    assert errs[1] == pytest.approx(brute, abs=0.21)  # at most one tie broken the other way
+    assert errs[2] == errs[1]  # two votes split: the nearest decides
+    assert 0 < errs[3] < 20
+

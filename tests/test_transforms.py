@@ -26,6 +26,23 @@ def digits(data_root):
     return to_unit(x[:256]), torch.as_tensor(y[:256].astype(np.int64))
 
 
+def test_to_unit_is_the_float_copy_padded_on_real_mnist(data_root):
+    """The one-buffer cast equals a float32 copy divided by 255 then zero-padded, bit for bit,
+    for any padding, a single 2-D image and float input; other shapes are a clear error."""
+    x, _ = load_split("mnist", "train", data_root)
+    x = x[:2000]
+    for pad in (2, 0, 5):
+        want = torch.nn.functional.pad(
+            torch.tensor(x, dtype=torch.float32).div_(255.0)[:, None], (pad,) * 4)
+        got = to_unit(x, pad)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert torch.equal(got, want)
+    assert torch.equal(to_unit(x[7]), to_unit(x[7:8]))
+    assert torch.equal(to_unit(x[:50].astype(np.float64)), to_unit(x[:50]))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        to_unit(x[:2, None])
+
+
 def test_pad_and_paper_scaling():
     img = np.zeros((1, 28, 28), np.uint8)
     img[0, 10, 10] = 255

@@ -31,8 +31,8 @@ def to_unit(images: np.ndarray | torch.Tensor, pad: int = PAD) -> torch.Tensor:
     if a.ndim != 3:
         raise ValueError(f"expected images of shape (N, H, W), got {tuple(a.shape)}")
     n, h, w = a.shape
-    # One float32 buffer, the digits cast into its middle (a quarter of the time of a float
-    # copy then a padded copy of it; the same values).
+    # One float32 buffer, the digits cast into its middle: the same values as a float copy then
+    # a padded copy of it (tests/test_transforms.py), without the second copy.
     x = torch.zeros(n, 1, h + 2 * pad, w + 2 * pad)
     x.numpy()[:, 0, pad : pad + h, pad : pad + w] = a
     return x.div_(255.0)
