@@ -14,7 +14,7 @@ import torch
 from lenet5.config import resolve_config
 from lenet5.data.loader import TensorLoader
 from lenet5.data.transforms import Normalization
-from lenet5.models import make_config
+from lenet5.models import create_model, make_config
 from lenet5.training.engine import (
     ENGINES,
     Engine,
@@ -193,3 +193,45 @@ def test_closed_form_models_are_refused_by_train_in_one_line(data_root, tmp_path
                                "gradient descent: `lenet5 compare` fits and saves it "
                                "(docs/fig9.md)"]
     assert not out.exists()  # nothing claimed, nothing to clean up
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy", "compiled"])
+def test_sdlm_output_d2_scales_every_engines_curvature(data_root, engine):
+    """``sdlm_output_d2`` (the paper leaves the output layer's second derivative open): h_kk
+    from 4 is twice h_kk from the default 2, on real digits, in every engine; and the torch
+    Gauss-Newton pass started from 4 itself gives the same numbers (the pass is linear)."""
+    from lenet5.data.datasets import load_split
+    from lenet5.data.transforms import to_unit
+
+    if engine == "compiled":
+        pytest.importorskip("numba")
+    images, _ = load_split("mnist", "train", data_root, download=False)
+    x = Normalization.make("paper")(to_unit(images[:40]))
+    hs = {}
+    for d2 in (2.0, 4.0):
+        cfg = cfg_for(data_root, preset="paper", engine=engine, sdlm_output_d2=d2)
+        torch.manual_seed(0)
+        eng = make_engine(cfg, make_config(cfg.model, cfg.model_args).to_dict(),
+                          torch.device("cpu"))
+        eng.set_curvature(x)
+        tensors, _ = eng.optimizer_state()
+        hs[d2] = {k: np.asarray(v) for k, v in tensors.items() if k.endswith(".h")}
+    assert hs[2.0] and hs[2.0].keys() == hs[4.0].keys()
+    for k, h in hs[2.0].items():
+        np.testing.assert_allclose(hs[4.0][k], 2 * h, rtol=1e-6, err_msg=k)
+    if engine == "torch":  # the GN pass itself, started from 4 at every F6 output
+        import lenet5.models.lenet5_1998 as m98
+
+        torch.manual_seed(0)
+        model = create_model("lenet5-1998")
+        model.load_state_dict(eng.module.state_dict())
+        real = torch.full_like
+        patched = lambda t, v, **kw: real(t, 4.0 if v == 2.0 else v, **kw)  # noqa: E731
+        m98.torch.full_like = patched
+        try:
+            direct = model.gauss_newton_diagonal(x)  # summed over the 40 patterns
+        finally:
+            m98.torch.full_like = real
+        for k, v in direct.items():
+            np.testing.assert_allclose(hs[4.0][k + ".h"], (v / len(x)).numpy(), rtol=1e-4,
+                                       atol=1e-9, err_msg=k)

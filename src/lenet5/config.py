@@ -131,6 +131,10 @@ class TrainConfig:
     sdlm_mu: float = setting(0.02, gt=0, help="SDLM: mu in eta / (mu + h)")
     sdlm_samples: int = setting(500, ge=1, le=100_000, help="SDLM: patterns per curvature "
                                                             "estimate")
+    sdlm_output_d2: float = setting(2.0, gt=0, le=1000, help="SDLM: the second derivative of "
+                                    "the loss per output unit that h_kk is propagated from "
+                                    "(open in the paper; 2: the Gauss-Newton value of the "
+                                    "y_D term; h scales with it)")
     sdlm_every: int = setting(1, ge=1, le=10_000, help="SDLM: passes between curvature "
                                                        "estimates (Lush: 10, one per set)")
     label_smoothing: float = setting(0.0, ge=0, lt=1, help="label smoothing (ce loss)")

@@ -74,6 +74,15 @@ def curvature_batch(loader: TensorLoader, samples: int) -> torch.Tensor:
     return loader.normalization(loader.images[order])
 
 
+def output_scaled(h: dict, output_d2: float) -> dict:
+    """h_kk as if the loss's second derivative per output unit were ``output_d2`` instead of
+    the 2 every engine starts its Gauss-Newton pass from (``sdlm_output_d2``). The pass is
+    linear in that start value, so this is the same as propagating ``output_d2`` itself."""
+    if output_d2 == 2.0:
+        return h
+    return {k: v * (output_d2 / 2.0) for k, v in h.items()}
+
+
 # ----------------------------------------------------------------------------- the interface
 
 
@@ -245,7 +254,8 @@ class ArrayEngine(Engine):
     def set_curvature(self, x: torch.Tensor) -> None:
         from ..scratch.optim import estimate_curvature
 
-        self.optimizer.set_curvature(estimate_curvature(self.model, x.cpu().numpy()))
+        self.optimizer.set_curvature(output_scaled(
+            estimate_curvature(self.model, x.cpu().numpy()), self.cfg.sdlm_output_d2))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One update; returns (loss summed over the batch, misclassified count)."""

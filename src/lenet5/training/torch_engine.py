@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..models import create_model
-from .engine import Engine
+from .engine import Engine, output_scaled
 from .losses import make_loss
 from .optim import estimate_curvature, make_optimizer
 from .optim_state import load_torch_optimizer_state, torch_optimizer_state
@@ -78,7 +78,7 @@ class TorchEngine(Engine):
             for v in h.values():
                 torch.distributed.all_reduce(v)
                 v.div_(ws)
-        self.optimizer.set_curvature(h)
+        self.optimizer.set_curvature(output_scaled(h, self.cfg.sdlm_output_d2))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graphed is not None:
