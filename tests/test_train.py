@@ -180,3 +180,16 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert [json.loads(s)["epoch"] for s in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_validation_run_shows_the_validation_error_not_the_test_error(data_root, tmp_path):
+    """With --val-split the epoch line carries the held-out error (what a tuning user should
+    look at); the test error stays in metrics.jsonl only."""
+    lines = []
+    cfg = cfg_for(data_root, tmp_path / "run", preset="relu-maxpool", epochs=1,
+                  limit_train=1200, val_split=200, engine="torch")
+    row = train(cfg, log=lambda *a: lines.append(" ".join(map(str, a))))
+    line = next(x for x in lines if x.startswith("epoch"))
+    assert f"val loss {row['val_loss']:.4f} err {100 * row['val_error']:.2f}%" in line, line
+    assert "test" not in line
+    assert "test_error" in row

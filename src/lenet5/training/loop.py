@@ -372,8 +372,11 @@ def save_epoch(run: Run, epoch: int, row: dict) -> None:
 
 
 def epoch_line(cfg: TrainConfig, epoch: int, row: dict) -> str:
-    val = f" val err {100 * row['val_error']:.2f}%" if "val_error" in row else ""
+    """One line per epoch. With a validation split it shows the validation error in place of
+    the test error (which metrics.jsonl still records): a run being tuned shows what to tune
+    on, not the test set."""
+    held = "val" if "val_error" in row else "test"
     return (f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-            f"err {100 * row['train_error']:.2f}%  test loss {row['test_loss']:.4f} "
-            f"err {100 * row['test_error']:.2f}%{val}  {row['images_per_s']:,.0f} img/s  "
+            f"err {100 * row['train_error']:.2f}%  {held} loss {row[held + '_loss']:.4f} "
+            f"err {100 * row[held + '_error']:.2f}%  {row['images_per_s']:,.0f} img/s  "
             f"{row['epoch_seconds']:.1f}s  lr {row['lr']:.3g}")
