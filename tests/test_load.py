@@ -180,7 +180,7 @@ def test_bundled_names_in_evaluate_report_export_and_bundle(tmp_path, capsys, da
     assert main(["bundle", "lenet5-1998", "again", "--out-dir", str(tmp_path / "w"),
                  "--data-dir", str(data_root)]) == 0
     [entry] = bundled_models(tmp_path / "w")
-    assert entry["card"]["test"]["errors"] == 102
+    assert entry["card"]["test"]["errors"] == 60
 
 
 def test_bundle_refuses_the_package_folder_without_force(capsys):
