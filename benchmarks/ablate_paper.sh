@@ -30,9 +30,11 @@ ROWS=(  # SEEDS|CHANGE
   "0|--set model_args.subsample=sum --set model_args.init=lush --set model_args.init_bias=zero"
   # session 10: the step scale (the eta table times 2, 1/2, 1/4; the output layer's d2 = 4)
   "0-2|--set lr=1e-3"
-  "0-2|--set lr=2.5e-4"
+  "0-4|--set lr=2.5e-4"
   "0-2|--set lr=1.25e-4"
-  "0-2|--set sdlm_output_d2=4"
+  "0-4|--set sdlm_output_d2=4"
+  "0-2|--set sdlm_output_d2=8"
+  "0-2|--set lr=2.5e-4 --set normalization=lush"
 )
 bench() {  # bench SEEDS ROW...
   local seeds=$1; shift
