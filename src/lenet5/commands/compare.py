@@ -24,7 +24,7 @@ def register(sub) -> None:
                    help="LeNet-5 paper-recipe run directory (one per seed; else not run)")
     p.add_argument("--lenet5-distort-run", action="append", default=[], metavar="RUN",
                    help="LeNet-5 paper-distort run directory (one per seed; default: the "
-                        "bundled lenet5-1998, trained by that recipe)")
+                        "bundled lenet5-1998 when that recipe trained it, else not run)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rows without a finished run are listed as not run")
     p.set_defaults(func=cmd_compare)

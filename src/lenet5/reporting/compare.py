@@ -5,7 +5,8 @@ published test errors, the Fig. 10 rejection figures and the Figs. 11-12 costs.
 options), how it is made (``fit``: closed form on the training set; ``train``: the training
 loop with a recipe; ``boost``: :mod:`lenet5.training.boost`; ``lenet5``: run directories given
 (``--lenet5-run``, ``--lenet5-distort-run``), else for the distortions row the bundled
-``lenet5-1998``, trained by the paper-distort recipe; ``skip``: not run, with why) and the paper's figure.
+``lenet5-1998`` if its card says the paper's recipe trained it (:data:`PAPER_DISTORT_PRESETS`);
+``skip``: not run, with why) and the paper's figure.
 :func:`compare` makes each row's model for each seed in its own run directory under
 ``<out>/runs``, named by the row and a hash of everything that decides the result (recipe,
 seed, data limit), so a rerun finds it and redoes only what changed; then it evaluates every
@@ -152,17 +153,27 @@ def run_dir(row: Row, opts: Options, seed: int) -> Path:
     return opts.out / "runs" / f"{row.key}-s{seed}-{digest}"
 
 
+PAPER_DISTORT_PRESETS = ("paper-distort", "paper-pool")  # the recipes of the distortions row
+
+
 def make_row(row: Row, opts: Options, seed: int) -> tuple[Path, float, bool]:
     """``(checkpoint or run directory, training seconds, reused)`` of one row and seed."""
     if row.kind == "lenet5":
         given = opts.lenet5_runs.get(row.key, [])
         if given:
             return Path(given[seed % len(given)]), 0.0, True
-        if not row.recipe.get("distort"):  # the bundled weights are the paper-distort recipe's
+        if not row.recipe.get("distort"):
             raise LookupError("give paper-recipe run directories (--lenet5-run)")
         from ..weights import bundled_models
 
-        return Path([m for m in bundled_models() if m["name"] == row.model][0]["path"]), 0.0, True
+        # The bundled weights stand in only while they are the paper's recipe with distortions
+        # (until session 10 they were; now they are paper-best's, Adam instead of SDLM).
+        entry = [m for m in bundled_models() if m["name"] == row.model][0]
+        preset = entry["card"].get("preset")
+        if preset not in PAPER_DISTORT_PRESETS:
+            raise LookupError(f"the bundled {row.model} is preset {preset}'s, not the paper's "
+                              "recipe; give paper-distort run directories (--lenet5-distort-run)")
+        return Path(entry["path"]), 0.0, True
     where = run_dir(row, opts, seed)
     done = where / "row.json"
     if done.is_file():
