@@ -279,7 +279,8 @@ def seeds_main(args) -> int:
     out = write_result(args.json or RESULTS / f"seeds-{tag}.json", result)
     png = Path(args.png) if args.png else (Path(__file__).parent.parent / "docs"
                                            / f"seeds-{tag}.png")
-    print(f"wrote {plot_seeds(agg, f'{preset} ({split}), seeds {agg_seeds(agg)}', png)}")
+    changes = "".join(f" {kv}" for kv in sets)  # the --set changes, if any
+    print(f"wrote {plot_seeds(agg, f'{preset}{changes} ({split}), seeds {agg_seeds(agg)}', png)}")
     return 0 if out else 1
 
 
