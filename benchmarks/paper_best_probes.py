@@ -30,41 +30,37 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--model", "lenet5-1998", "--loss", "map", "--schedule", "cosine", "--engine",
           "compiled", "--threads", "1", "--val-split", "10000", "--eval-train", "--no-progress"]
 DISTORT = ["--distort", "--distort-rotate", "10"]
-PROBES = {  # name: (what, options)
-    "sdlm-b1-m3": ("SDLM, batch 1, eta 5e-4 cosine, 30 passes",
-                   ["--optimizer", "sdlm", "--lr", "5e-4", "--batch-size", "1", "--epochs", "30",
-                    *DISTORT]),
-    "sdlm-b32-m2": ("SDLM, batch 32, eta 5e-3 cosine, 30 passes",
-                    ["--optimizer", "sdlm", "--lr", "5e-3", "--batch-size", "32", "--epochs",
-                     "30", *DISTORT]),
-    "sdlm-b32-m4": ("SDLM, batch 32, eta 1.5e-2 cosine, 30 passes",
-                    ["--optimizer", "sdlm", "--lr", "1.5e-2", "--batch-size", "32", "--epochs",
-                     "30", *DISTORT]),
-    "sdlm-b32-m5": ("SDLM, batch 32, eta 8e-3 cosine, 50 passes",
-                    ["--optimizer", "sdlm", "--lr", "8e-3", "--batch-size", "32", "--epochs",
-                     "50", *DISTORT]),
-    "sdlm-b1-mu0.1-lr2.5e-3": ("SDLM, batch 1, mu 0.1, eta 2.5e-3 cosine, 30 passes",
-                               ["--optimizer", "sdlm", "--sdlm-mu", "0.1", "--lr", "2.5e-3",
-                                "--batch-size", "1", "--epochs", "30", *DISTORT]),
-    "sdlm-b1-mu0.1-lr1e-3": ("SDLM, batch 1, mu 0.1, eta 1e-3 cosine, 30 passes",
-                             ["--optimizer", "sdlm", "--sdlm-mu", "0.1", "--lr", "1e-3",
-                              "--batch-size", "1", "--epochs", "30", *DISTORT]),
-    "adam-m1": ("Adam, batch 32, lr 2e-3 cosine, 30 passes",
-                ["--optimizer", "adam", "--lr", "2e-3", "--batch-size", "32", "--epochs", "30",
-                 *DISTORT]),
-    "adam-m1b-e50": ("Adam, batch 32, lr 2e-3 cosine, 50 passes (preset paper-best)",
-                     ["--optimizer", "adam", "--lr", "2e-3", "--batch-size", "32", "--epochs",
-                      "50", *DISTORT]),
-    "adam-nodistort": ("Adam, batch 32, lr 2e-3 cosine, 30 passes, no distortions",
-                       ["--optimizer", "adam", "--lr", "2e-3", "--batch-size", "32",
-                        "--epochs", "30"]),
-}
-for _wd in ("0.01", "0.05", "0.1", "0.2"):  # no distortions: weight decay against over-fitting
-    PROBES[f"adamw-wd{_wd}-nodistort"] = (
-        f"AdamW (weight decay {_wd}), batch 32, lr 2e-3 cosine, 30 passes, no distortions",
-        ["--optimizer", "adamw", "--weight-decay", _wd, "--lr", "2e-3", "--batch-size", "32",
-         "--epochs", "30"])
 
+
+def probe(optimizer: str, lr: str, batch: int, epochs: int, *, mu: str | None = None,
+          weight_decay: str | None = None, distort: bool = True, note: str = ""):
+    """``(what, lenet5 train options)`` of one probe."""
+    name = {"sdlm": "SDLM", "adam": "Adam", "adamw": "AdamW"}[optimizer]
+    rate = "eta" if optimizer == "sdlm" else "lr"
+    what = (f"{name}{f' (weight decay {weight_decay})' if weight_decay else ''}, batch {batch}"
+            f"{f', mu {mu}' if mu else ''}, {rate} {lr} cosine, {epochs} passes"
+            f"{'' if distort else ', no distortions'}{note}")
+    opts = ["--optimizer", optimizer, *(["--sdlm-mu", mu] if mu else []),
+            *(["--weight-decay", weight_decay] if weight_decay else []),
+            "--lr", lr, "--batch-size", str(batch), "--epochs", str(epochs),
+            *(DISTORT if distort else [])]
+    return what, opts
+
+
+PROBES = {  # name: (what, options)
+    "sdlm-b1-m3": probe("sdlm", "5e-4", 1, 30),
+    "sdlm-b32-m2": probe("sdlm", "5e-3", 32, 30),
+    "sdlm-b32-m4": probe("sdlm", "1.5e-2", 32, 30),
+    "sdlm-b32-m5": probe("sdlm", "8e-3", 32, 50),
+    "sdlm-b1-mu0.1-lr2.5e-3": probe("sdlm", "2.5e-3", 1, 30, mu="0.1"),
+    "sdlm-b1-mu0.1-lr1e-3": probe("sdlm", "1e-3", 1, 30, mu="0.1"),
+    "adam-m1": probe("adam", "2e-3", 32, 30),
+    "adam-m1b-e50": probe("adam", "2e-3", 32, 50, note=" (preset paper-best)"),
+    "adam-nodistort": probe("adam", "2e-3", 32, 30, distort=False),
+    # no distortions: weight decay against over-fitting
+    **{f"adamw-wd{wd}-nodistort": probe("adamw", "2e-3", 32, 30, weight_decay=wd, distort=False)
+       for wd in ("0.01", "0.05", "0.1", "0.2")},
+}
 
 def rows_of(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
