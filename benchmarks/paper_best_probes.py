@@ -52,6 +52,8 @@ PROBES = {  # name: (what, options)
     "sdlm-b32-m2": probe("sdlm", "5e-3", 32, 30),
     "sdlm-b32-m4": probe("sdlm", "1.5e-2", 32, 30),
     "sdlm-b32-m5": probe("sdlm", "8e-3", 32, 50),
+    "sdlm-b32-e50": probe("sdlm", "5e-3", 32, 50),
+    "sdlm-b32-e80": probe("sdlm", "5e-3", 32, 80),
     "sdlm-b1-mu0.1-lr2.5e-3": probe("sdlm", "2.5e-3", 1, 30, mu="0.1"),
     "sdlm-b1-mu0.1-lr1e-3": probe("sdlm", "1e-3", 1, 30, mu="0.1"),
     "adam-m1": probe("adam", "2e-3", 32, 30),

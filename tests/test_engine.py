@@ -148,7 +148,7 @@ def test_the_loop_trains_through_train_epoch(data_root, tmp_path, monkeypatch, k
     (dict(amp=True), "cpu", 1, "torch"),
     (dict(), "cuda", 1, "torch"),
     (dict(), "cpu", 2, "torch"),  # DDP
-    (dict(elastic_alpha=34.0), "cpu", 1, "torch"),  # a loader-only distortion
+    (dict(elastic_alpha=34.0), "cpu", 1, "compiled"),  # the loader makes the pass's images
     (dict(engine="numpy"), "cpu", 1, "numpy"),  # a named engine stays as it is
     (dict(engine="torch", model="lenet5-1998"), "cpu", 1, "torch"),
 ])

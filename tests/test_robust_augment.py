@@ -80,9 +80,40 @@ def test_loader_applies_the_augmentation_only_when_asked(digits):
     assert not any(torch.equal(a, b) for a, b in zip(plain, again))
 
 
-def test_the_robust_preset_resolves_and_the_compiled_engine_refuses_it():
+def test_the_robust_preset_resolves_and_runs_on_the_compiled_engine():
     cfg = resolve_config("robust")
     assert cfg.elastic_alpha == PRESETS["robust"]["elastic_alpha"] > 0 and cfg.distort
-    with pytest.raises(ValueError, match="compiled engine"):
-        resolve_config("robust", overrides={"engine": "compiled"})
+    assert resolve_config("robust", overrides={"engine": "compiled"}).engine == "compiled"
     assert np.isclose(resolve_config("best").elastic_alpha, 0.0)  # the old recipes are unchanged
+
+
+def test_pass_images_are_the_batches_the_loader_gives(digits):
+    """The compiled engine trains on ``pass_images``: the same distorted, augmented images, in
+    the same order, as iterating the loader (which then normalises them)."""
+    from lenet5.data.transforms import Distortion
+
+    x, y = digits
+    norm = Normalization.make("standard")
+    make = lambda: TensorLoader(x, y, 48, norm, shuffle=True, seed=5, epoch=2,  # noqa: E731
+                                distortion=Distortion(rotate=15.0),
+                                augment=Augment(34.0, 4.0, 1.2, 0.4, 1.2))
+    batches = list(make())
+    images, labels = make().pass_images()
+    assert images.shape == (256, 1, 32, 32) and 0 <= images.min() and images.max() <= 1
+    assert torch.equal(labels, torch.cat([b for _, b in batches]))
+    assert torch.equal(norm(images), torch.cat([a for a, _ in batches]))
+
+
+@pytest.mark.slow
+def test_the_compiled_engine_learns_from_augmented_digits(data_root, tmp_path):
+    """Elastic, stroke, blur and noise through the compiled engine: the pass trains on the
+    loader's images (training error on them is that of augmented digits) and the model
+    reads clean test digits."""
+    from lenet5.training.loop import train
+
+    cfg = resolve_config("robust", overrides=dict(
+        data_dir=str(data_root), engine="compiled", limit_train=6000, epochs=3, threads=1,
+        progress=False, out=str(tmp_path / "run")))
+    row = train(cfg, log=lambda *a: None)
+    assert row["test_error"] < 0.06
+    assert row["train_error"] > row["test_error"]  # augmented digits are harder than clean ones

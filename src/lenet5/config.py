@@ -343,9 +343,6 @@ def compiled_refusal(cfg: TrainConfig) -> str | None:
     if architecture not in COMPILED_ARCHITECTURES:
         return (f"the compiled engine has no kernels for {cfg.model} (architectures: "
                 f"{', '.join(COMPILED_ARCHITECTURES)}); use engine torch")
-    if cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur:
-        return ("elastic_alpha and augment_* need engine torch or numpy (the compiled engine "
-                "draws its own distortions, affine only)")
     return None
 
 

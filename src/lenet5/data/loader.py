@@ -63,13 +63,26 @@ class TensorLoader:
         return torch.randperm(n, generator=self.generator(1))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.batches():
+            yield self.normalization(x), y
+
+    def pass_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This pass's images in presentation order, distorted and augmented as
+        :meth:`__iter__` gives them (the same draws) but not normalised, with their labels:
+        what an engine that makes its own batches (the compiled one) trains on when the
+        loader's augmentations have no compiled counterpart. One split's worth of memory."""
+        xs, ys = zip(*self.batches())
+        return torch.cat(xs), torch.cat(ys)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of the pass in [0, 1], before normalisation."""
         order = self.order().to(self.images.device)
         starts = range(0, len(self) * self.global_batch, self.global_batch)
         aug_gen = self.generator(3) if self.augment is not None else None
         if self.distortion is None:
             for start in starts:
                 mine = self._mine(order[start : start + self.global_batch])
-                yield self.normalization(self._augmented(self.images[mine], aug_gen)), self.labels[mine]
+                yield self._augmented(self.images[mine], aug_gen), self.labels[mine]
             return
         # Distorted: the draws are made batch by batch, as ever, but the warps of a block of
         # batches are one call (at batch 1 a warp per step cost more than half a training step).
@@ -89,7 +102,7 @@ class TensorLoader:
             if warped.shape[0]:  # (a rank's slice of the last batch may be empty)
                 warped = apply_affine(warped, {k: torch.cat([p[k] for p in params]) for k in params[0]})
             for mine, x in zip(mines, warped.split([m.shape[0] for m in mines])):
-                yield self.normalization(self._augmented(x, aug_gen)), self.labels[mine]
+                yield self._augmented(x, aug_gen), self.labels[mine]
 
     def _augmented(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         return x if self.augment is None else self.augment(x, gen)

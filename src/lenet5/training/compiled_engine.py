@@ -11,9 +11,11 @@ schedule that moves within a pass) go in as one rate per update. Only a per-step
 weight average reads the weights after every update) needs the default loop of
 :meth:`train_step` calls.
 
-Distortions are drawn by Numba's generator from ``(seed, epoch)``: the same family and ranges
-as the loader's, not the same numbers (a run is reproducible within this engine). Dropout
-masks likewise.
+Affine distortions are drawn by Numba's generator from ``(seed, epoch)``: the same family and
+ranges as the loader's, not the same numbers (a run is reproducible within this engine). Dropout
+masks likewise. The loader-only augmentations (elastic, stroke width, blur, noise) have no
+kernels: with them the loader makes the whole pass's images first (``pass_images``, the torch
+engine's draws) and the compiled pass trains on those.
 """
 
 from __future__ import annotations
@@ -74,14 +76,23 @@ class CompiledEngine(ArrayEngine):
         if after_step is not None or loader.world_size != 1:
             return super().train_epoch(loader, step_lr, after_step, progress)
         steps = len(loader)
-        order = loader.order().cpu().numpy()[: steps * loader.batch_size]
+        if loader.augment is not None:
+            # Elastic, stroke, blur and noise have no kernels here: the loader makes the pass's
+            # images (its affine warp and augmentations, the torch engine's draws) and the
+            # compiled pass trains on them in that order.
+            images, labels = (t.cpu().numpy() for t in loader.pass_images())
+            order, distortion = np.arange(len(labels)), None
+        else:
+            images, labels = loader.images.cpu().numpy(), loader.labels.cpu().numpy()
+            order = loader.order().cpu().numpy()[: steps * loader.batch_size]
+            distortion = loader.distortion
         lrs = self.optimizer.lr if step_lr is None else np.array([step_lr(i) for i in range(steps)])
         c = self.criterion
         loss, errors, _ = self.model.train_pass(
-            loader.images.cpu().numpy(), loader.labels.cpu().numpy(), order, self.optimizer, lrs,
+            images, labels, order, self.optimizer, lrs,
             batch_size=loader.batch_size, loss=c.loss, map_j=c.map_j,
             label_smoothing=c.label_smoothing, normalization=loader.normalization,
-            distortion=loader.distortion, seed=pass_seed(loader.seed, loader.epoch))
+            distortion=distortion, seed=pass_seed(loader.seed, loader.epoch))
         if step_lr is not None:
             self.set_lr(float(lrs[-1]))
         totals = PassTotals(loss, errors, len(order))

@@ -305,7 +305,7 @@ def resolve_engine(cfg: TrainConfig, device: torch.device, world: int = 1) -> st
     """The engine ``--engine auto`` means for this run; any other name as it is.
 
     The compiled engine wherever it can run the run: one process on a CPU, no bfloat16
-    autocast, a model it has kernels for and no loader-only distortions
+    autocast and a model it has kernels for
     (:func:`lenet5.config.compiled_refusal`). It is the fastest there (``docs/results.md``:
     3-15x the NumPy engine per pattern, 1.3-1.4x at batch 64-256, about 2x a plain PyTorch
     script) and single-threaded, so a busy machine slows it at most about 2x. Otherwise
