@@ -33,17 +33,18 @@ DISTORT = ["--distort", "--distort-rotate", "10"]
 
 
 def probe(optimizer: str, lr: str, batch: int, epochs: int, *, mu: str | None = None,
-          weight_decay: str | None = None, distort: bool = True, note: str = ""):
+          weight_decay: str | None = None, distort: bool = True, schedule: str = "cosine",
+          note: str = ""):
     """``(what, lenet5 train options)`` of one probe."""
     name = {"sdlm": "SDLM", "adam": "Adam", "adamw": "AdamW"}[optimizer]
     rate = "eta" if optimizer == "sdlm" else "lr"
     what = (f"{name}{f' (weight decay {weight_decay})' if weight_decay else ''}, batch {batch}"
-            f"{f', mu {mu}' if mu else ''}, {rate} {lr} cosine, {epochs} passes"
+            f"{f', mu {mu}' if mu else ''}, {rate} {lr} {schedule}, {epochs} passes"
             f"{'' if distort else ', no distortions'}{note}")
     opts = ["--optimizer", optimizer, *(["--sdlm-mu", mu] if mu else []),
             *(["--weight-decay", weight_decay] if weight_decay else []),
             "--lr", lr, "--batch-size", str(batch), "--epochs", str(epochs),
-            *(DISTORT if distort else [])]
+            *(DISTORT if distort else []), *(["--schedule", schedule] if schedule != "cosine" else [])]
     return what, opts
 
 
@@ -54,6 +55,7 @@ PROBES = {  # name: (what, options)
     "sdlm-b32-m5": probe("sdlm", "8e-3", 32, 50),
     "sdlm-b32-e50": probe("sdlm", "5e-3", 32, 50),
     "sdlm-b32-e80": probe("sdlm", "5e-3", 32, 80),
+    "sdlm-b32-onecycle-1e-2": probe("sdlm", "1e-2", 32, 50, schedule="onecycle"),
     "sdlm-b1-mu0.1-lr2.5e-3": probe("sdlm", "2.5e-3", 1, 30, mu="0.1"),
     "sdlm-b1-mu0.1-lr1e-3": probe("sdlm", "1e-3", 1, 30, mu="0.1"),
     "adam-m1": probe("adam", "2e-3", 32, 30),
@@ -99,6 +101,8 @@ def main() -> int:
         table.append([name, what, f"{100 * last['val_error']:.2f}",
                       f"{100 * last['train_set_error']:.2f}"])
     markdown_table(["probe", "what", "val error %", "training-set error %"], table)
+    if args.only and Path(args.json).exists():  # add to the probes recorded before
+        out = {**json.loads(Path(args.json).read_text()).get("probes", {}), **out}
     write_result(args.json, dict(
         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), machine=machine_info(1),
         note="seed 0, --val-split 10000; training-set error on the 50,000 undistorted "

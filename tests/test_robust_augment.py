@@ -69,6 +69,19 @@ def test_noise_is_seeded_and_hits_the_background(digits):
     assert (a[x == 0] > 0).float().mean() > 0.05
 
 
+def test_augment_share_leaves_the_other_images_as_they_were(digits):
+    x = digits[0]
+    aug = Augment(34.0, 4.0, 1.2, 0.4, 1.2, share=0.5)
+    y = aug(x, torch.Generator().manual_seed(7))
+    untouched = (y == x).flatten(1).all(1).float().mean().item()
+    assert 0.35 < untouched < 0.65  # about half, drawn per image
+    assert torch.equal(y, aug(x, torch.Generator().manual_seed(7)))
+    assert not Augment(34.0, share=0.0).active and Augment(34.0, share=0.1).active
+    assert resolve_config(None, overrides={"augment_share": 0.5}).augment_share == 0.5
+    with pytest.raises(ValueError, match="augment_share"):
+        resolve_config(None, overrides={"augment_share": 1.5})
+
+
 def test_loader_applies_the_augmentation_only_when_asked(digits):
     x, y = digits
     norm = Normalization.make("none")

@@ -107,6 +107,9 @@ class TrainConfig:
                                                          "share n / 4")
     augment_blur: float = setting(0.0, ge=0, le=4, help="blur (a quarter): Gaussian sigma "
                                                         "U[0, b], pixels")
+    augment_share: float = setting(1.0, ge=0, le=1, help="the share of training images the "
+                                   "elastic and appearance augmentations touch (the others "
+                                   "only get the affine distortion)")
     # optimisation
     epochs: int = setting(10, ge=1, le=10_000, help="passes over the training images")
     batch_size: int = setting(64, ge=1, le=65_536, help="images per update")

@@ -8,7 +8,8 @@ strokes, wobbly shapes, noisy photos. :class:`Augment` adds, after the affine wa
   displacement field, each component uniform in [-1, 1] per pixel, smoothed by a Gaussian of
   width ``sigma`` and scaled by ``alpha`` pixels (their settings: alpha 34, sigma 4, which took
   a simple CNN to 0.4% error);
-Per image at most one change of appearance, each for a quarter of the images:
+Per image at most one change of appearance, each for a quarter of the images (of the share
+``share`` augmented at all; the rest pass as the affine warp left them):
 
 - **stroke width**: t ~ U[-s, s] steps of a 3x3 grey dilation (t > 0, thicker; a
   whole step then a partial one when t > 1) or erosion (t < 0, thinner; at most ``THIN_MAX`` of a step);
@@ -41,12 +42,21 @@ class Augment:
     stroke: float = 0.0  # dilation / erosion steps, t ~ U[-s, s]
     noise: float = 0.0  # largest Gaussian noise std (or salt-and-pepper share * 4)
     blur: float = 0.0  # largest Gaussian blur sigma, pixels
+    share: float = 1.0  # the share of images augmented at all; the others pass unchanged
 
     @property
     def active(self) -> bool:
-        return bool(self.elastic_alpha or self.stroke or self.noise or self.blur)
+        return bool(self.elastic_alpha or self.stroke or self.noise or self.blur) and self.share > 0
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return x
+        if self.share < 1:
+            i = (torch.rand(x.shape[0], generator=generator) < self.share).nonzero()[:, 0]
+            return x.index_copy(0, i.to(x.device), self._augment(x[i.to(x.device)], generator))
+        return self._augment(x, generator)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if x.shape[0] == 0:
             return x
         n = x.shape[0]

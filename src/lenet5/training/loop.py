@@ -183,7 +183,7 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
         distortion = Distortion(cfg.distort_translate, cfg.distort_scale, cfg.distort_squeeze,
                                 cfg.distort_shear, cfg.distort_rotate)
     augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke, cfg.augment_noise,
-                      cfg.augment_blur)
+                      cfg.augment_blur, cfg.augment_share)
     if cfg.distort_pool:  # the paper's protocol: copies drawn once, passes drawn from them
         return PoolLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
                           rank=rank, world_size=world, augment=augment if augment.active else None,
