@@ -1,0 +1,118 @@
+"""Issue 17: which robust recipe reads clean digits best, on the validation split.
+
+Each probe is one ``lenet5 train --preset robust`` with a few settings changed, trained on the
+first 50,000 training digits and scored on the last 10,000 (``--val-split 10000``; the test set
+is never read for a choice), seed 0, compiled engine, one thread. For each, the validation
+error after the last epoch and the corruption suite (``lenet5.reporting.robustness.probe``, as
+``bench_robustness.py --val``) on those 10,000 held-out digits: a recipe is only worth having
+if it reads clean digits better without losing the suite. A finished run under
+``runs/r17/NAME-s0`` is reused once its ``config.json`` is checked to be what the probe's
+command makes.
+
+    python benchmarks/robust_probes.py --data-dir ../shared/data [--only NAME ...]
+
+prints the table and writes ``benchmarks/results/robust-probes.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import RESULTS, machine_info, markdown_table, write_result
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON = ["--preset", "robust", "--engine", "compiled", "--threads", "1", "--val-split", "10000",
+          "--no-progress"]
+LENET5_WIDTHS = ["--set", "model_args.widths=[6,16,120,84]"]  # the 1998 widths (61,932 params)
+
+PROBES = {  # name: (what, options on top of --preset robust)
+    "nodrop-e50": ("1998 widths, every image augmented", [*LENET5_WIDTHS, "--augment-share", "1"]),
+    "w16-nodrop-e50": ("C1/C3/C5 16/32/56, every image augmented", ["--augment-share", "1"]),
+    "share0.5-e50": ("1998 widths, half the images augmented", LENET5_WIDTHS),
+    "w16-share0.5-e50": ("C1/C3/C5 16/32/56, half the images augmented (the preset)", []),
+}
+
+
+def rows_of(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def same_config(run: Path, cmd: list[str]) -> None:
+    """Refuse to reuse a run whose recorded config is not what ``cmd`` makes."""
+    from lenet5.cli import build_parser
+    from lenet5.commands.train import config_from_args
+    from lenet5.config import TrainConfig
+    from lenet5.models import make_config
+
+    def plain(cfg: TrainConfig) -> dict:  # defaults filled in, model options spelled out
+        return {**cfg.to_dict(), "model_args": make_config(cfg.model, cfg.model_args).to_dict()}
+
+    want = plain(config_from_args(build_parser().parse_args(cmd[1:]))[0])
+    have = plain(TrainConfig.from_dict(json.loads((run / "config.json").read_text())))
+    skip = {"data_dir", "out", "progress", "overwrite", "resume", "preset"}
+    diff = {k: (have.get(k), v) for k, v in want.items() if k not in skip and have.get(k) != v}
+    if diff:
+        raise SystemExit(f"{run}: its config.json differs from the probe's command: {diff}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get("LENET5_DATA_DIR", "../shared/data"))
+    ap.add_argument("--only", nargs="+", choices=sorted(PROBES), help="these probes only")
+    ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "r17"))
+    ap.add_argument("--json", default=str(RESULTS / "robust-probes.json"))
+    args = ap.parse_args()
+
+    from lenet5.data.datasets import load_split
+    from lenet5.inference.predict import Predictor
+    from lenet5.reporting import robustness
+
+    torch.set_num_threads(1)
+    x, y = load_split("mnist", "train", args.data_dir)
+    x, y = x[-10000:].astype(np.float32) / 255, y[-10000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    out, table = {}, []
+    for name in args.only or PROBES:
+        what, opts = PROBES[name]
+        run = Path(args.runs_dir) / f"{name}-s0"
+        cmd = ["lenet5", "train", *COMMON, *opts, "--seed", "0", "--data-dir", args.data_dir,
+               "--out", str(run)]
+        rows = rows_of(run)
+        epochs = json.loads((run / "config.json").read_text())["epochs"] if rows else None
+        if rows and len(rows) >= epochs:
+            same_config(run, cmd)
+        else:
+            if (run / "checkpoint.json").exists():
+                cmd += ["--resume", str(run)]
+            print("training", name, flush=True)
+            subprocess.run(cmd, check=True, env=env)
+            rows = rows_of(run)
+        suite = robustness.probe(Predictor.load(str(run), reject=False), x, y)
+        out[name] = dict(what=what, command=" ".join(cmd[:cmd.index("--out") + 2]),
+                         epochs=len(rows), val_error=100 * rows[-1]["val_error"],
+                         val_by_epoch=[round(100 * r["val_error"], 2) for r in rows],
+                         suite=suite)
+        table.append([name, what, f"{100 * rows[-1]['val_error']:.2f}",
+                      f"{100 * suite['clean']:.2f}", f"{100 * suite['mean']:.2f}"])
+    markdown_table(["probe", "what", "val error %", "suite: clean %", "suite: mean of the ten %"],
+                   table)
+    if args.only and Path(args.json).exists():  # add to the probes recorded before
+        out = {**json.loads(Path(args.json).read_text()).get("probes", {}), **out}
+    write_result(args.json, dict(
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), machine=machine_info(1),
+        note="seed 0, --val-split 10000; suite on the 10,000 held-out training digits",
+        probes=out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
