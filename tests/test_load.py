@@ -46,7 +46,7 @@ def test_no_source_is_the_default_bundled_model():
     assert loaded.name == default_name() == "lenet5-robust"
     assert loaded.path == BUNDLED["lenet5-robust"] and loaded.run_dir is None
     assert not loaded.model.training  # eval mode
-    assert len(loaded.history) == loaded.meta["epoch"] == 20  # the checkpoint's own copy
+    assert len(loaded.history) == loaded.meta["epoch"] == 50  # the checkpoint's own copy
     assert loaded.train_config["preset"] == "robust"
 
 
@@ -114,7 +114,8 @@ def test_both_engines_give_the_same_answers(name, digits):
         assert fa[layer].shape == fb[layer].shape
         np.testing.assert_allclose(fa[layer], fb[layer], atol=1e-4)
     preds, maps = numpy_p.predict_with_features(x[:5])
-    assert preds == numpy_p.predict(x[:5]) and maps["C1"].shape == (5, 6, 28, 28)
+    c1 = getattr(numpy_p.model.config, "widths", (6,))[0]
+    assert preds == numpy_p.predict(x[:5]) and maps["C1"].shape == (5, c1, 28, 28)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -170,7 +171,7 @@ def test_bundled_names_in_evaluate_report_export_and_bundle(tmp_path, capsys, da
     m = json.loads(capsys.readouterr().out)
     assert (m["name"], m["errors"], m["n"]) == ("lenet5-modern", 57, 10000)
     assert main(["evaluate", "--engine", "numpy", "--json", "--data-dir", str(data_root)]) == 0
-    assert json.loads(capsys.readouterr().out)["errors"] == 89  # the default (lenet5-robust), numpy
+    assert json.loads(capsys.readouterr().out)["errors"] == 47  # the default (lenet5-robust), numpy
     out = tmp_path / "r.html"
     assert main(["report", "lenet5-1998", "--limit", "100", "--out", str(out),
                  "--data-dir", str(data_root)]) == 0

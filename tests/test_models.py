@@ -78,7 +78,9 @@ def test_every_model_contract(name, args):
     x = torch.randn(4, 1, 32, 32)
     feats = m.features(x)
     assert list(feats) == ["c1", "s2", "c3", "s4", "c5", "f6", "out"]
-    assert feats["c1"].shape == (4, 6, 28, 28) and feats["c3"].shape == (4, 16, 10, 10)
+    w1, w3, w5, w6 = getattr(m.config, "widths", (6, 16, 120, getattr(m.config, "f6", 84)))
+    assert feats["c1"].shape == (4, w1, 28, 28) and feats["c3"].shape == (4, w3, 10, 10)
+    assert feats["c5"].shape == (4, w5, 1, 1) and feats["f6"].shape == (4, w6)
     out = m(x)
     assert out.shape == (4, 10) and torch.isfinite(out).all()
     lp = m.log_probs(out)
@@ -291,7 +293,8 @@ def test_models_command_shows_what_presets_and_bundled_weights_train(capsys):
     assert "61,706 params" in models["lenet5-modern"] and "61,932 params" in models["lenet5-modern-bn"]
     default = [line for line in bundles.splitlines() if line.startswith("* ")]
     assert len(default) == 1 and default[0].split()[1] == "lenet5-robust"
-    assert "61,932 params  lenet5-modern-bn (dropout 0.1)" in default[0]
+    assert "63,930 params  lenet5-modern-bn (widths [16, 32, 56, 84])" in default[0]
+    assert "63,930 params  lenet5-modern-bn (widths [16, 32, 56, 84])" in presets["robust"]
 
 
 def test_registry_errors():

@@ -288,12 +288,13 @@ def test_non_finite_outputs_are_an_error_never_nan(predictor):
 def test_features_of_every_layer(predictor, mnist_test):
     f = predictor.features(mnist_test[0][0].astype(np.float32) / 255)
     assert list(f) == list(LAYERS)
-    assert f["C1"].shape == (6, 28, 28) and f["S2"].shape == (6, 14, 14)
-    assert f["C3"].shape == (16, 10, 10) and f["S4"].shape == (16, 5, 5)
-    assert f["C5"].shape == (120, 1, 1) and f["F6"].shape == (84,)
+    w1, w3, w5, w6 = getattr(predictor.model.config, "widths", (6, 16, 120, 84))
+    assert f["C1"].shape == (w1, 28, 28) and f["S2"].shape == (w1, 14, 14)
+    assert f["C3"].shape == (w3, 10, 10) and f["S4"].shape == (w3, 5, 5)
+    assert f["C5"].shape == (w5, 1, 1) and f["F6"].shape == (w6,)
     assert all(np.isfinite(v).all() and v.std() > 0 for v in f.values())
     batch = predictor.features(mnist_test[0][:2].astype(np.float32) / 255)
-    assert batch["C1"].shape == (2, 6, 28, 28)
+    assert batch["C1"].shape == (2, w1, 28, 28)
     # The server's one-pass path gives the same answers and maps as the two separate calls.
     x = mnist_test[0][:5]
     preds, maps = predictor.predict_with_features(x, top_k=2)

@@ -71,12 +71,15 @@ def assert_error(r, status: int, pattern: str) -> None:
 # ----------------------------------------------------------------------------- answers
 
 
-def test_health_and_models(client):
+def test_health_and_models(client, predictor):
     assert client.get("/healthz").json() == {"status": "ok", "models": ["bn", "second"]}
     models = client.get("/api/models").json()
     assert [(m["name"], m["default"]) for m in models] == [("bn", True), ("second", False)]
     assert models[0]["architecture"] == "lenet5-modern" and models[0]["dataset"] == "mnist"
     assert 0 < models[0]["test_error"] < 0.05
+    feats = predictor.features(np.zeros((28, 28), np.float32))  # the page lays its tiles out by
+    want = {"C1": feats["C1"].shape[0], "C3": feats["C3"].shape[0]}  # these counts
+    assert [m["maps"] for m in models] == [want, want]
 
 
 def test_json_pixels_are_the_model_input(client, predictor, digits):
@@ -113,7 +116,8 @@ def test_features_for_the_page(client, predictor, digits):
     r = client.post("/api/predict?features=1", json={"pixels": x.tolist()}).json()
     assert set(r["features"]) == {"C1", "C3"}
     c1, c3 = np.array(r["features"]["C1"]), np.array(r["features"]["C3"])
-    assert c1.shape == (6, 28, 28) and c3.shape == (16, 10, 10)
+    w1, w3 = getattr(predictor.model.config, "widths", (6, 16))[:2]
+    assert c1.shape == (w1, 28, 28) and c3.shape == (w3, 10, 10)
     want = predictor.features(x)
     np.testing.assert_allclose(c1, want["C1"], atol=5e-4)
     np.testing.assert_allclose(c3, want["C3"], atol=5e-4)

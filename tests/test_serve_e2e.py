@@ -39,7 +39,15 @@ def server(tmp_path_factory):
     name = bundled_checkpoint()[0]
     with ServerProcess(["--model", name], tmp_path_factory.mktemp("serve") / "server.log") as s:
         s.model = name
+        s.maps = httpx.get(s.url + "/api/models").json()[0]["maps"]  # e.g. {"C1": 6, "C3": 16}
         yield s
+
+
+def grid_rows_full(page, layer: str) -> bool:
+    """The maps' grid has no row part empty: its column count divides the number of tiles."""
+    cols, tiles = page.locator(f"#{layer}").evaluate(
+        "e => [getComputedStyle(e).gridTemplateColumns.split(' ').length, e.children.length]")
+    return tiles > 0 and tiles % cols == 0
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +162,9 @@ def test_draw_digits_with_a_mouse(server, browser):
         draw_with_mouse(page, strokes)
         assert shown_label(page) == digit, f"drew a {digit}"
         assert page.locator("#bars li.top .digit").all_text_contents() == [digit]
-        assert page.locator("#c1 canvas").count() == 6 and page.locator("#c3 canvas").count() == 16
+        assert page.locator("#c1 canvas").count() == server.maps["C1"]
+        assert page.locator("#c3 canvas").count() == server.maps["C3"]
+        assert grid_rows_full(page, "c1") and grid_rows_full(page, "c3")
         # The 28x28 input as the model saw it has ink in it.
         ink = page.locator("#input28").evaluate(
             "c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)"
@@ -177,7 +187,7 @@ def test_draw_digits_with_a_mouse(server, browser):
     assert settled(page) == "idle"
     assert page.locator("#prediction").text_content() == "–"
     assert page.locator("#bars li.top").count() == 0 and page.locator("#c1 canvas").count() == 0
-    assert page.locator("#c1 .placeholder").count() == 6  # light tiles, not an empty row
+    assert page.locator("#c1 .placeholder").count() == server.maps["C1"]  # light tiles, not an empty row
     assert page.locator("#clear").is_disabled()
     blank = page.locator("#pad").evaluate(
         "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).every(v => v === 255)")
@@ -263,8 +273,9 @@ def test_idle_page_looks_finished_and_the_transform_panel_moves_the_digit(server
     assert settled(page) == "idle"
     idle = input_pixels(page)
     assert idle.min() > 128  # a light square, not a black one
-    assert page.locator("#c1 .placeholder").count() == 6
-    assert page.locator("#c3 .placeholder").count() == 16
+    assert page.locator("#c1 .placeholder").count() == server.maps["C1"]
+    assert page.locator("#c3 .placeholder").count() == server.maps["C3"]
+    assert grid_rows_full(page, "c1") and grid_rows_full(page, "c3")
     tiles = page.locator(".maps .placeholder").evaluate_all(
         "els => els.map(e => [e.getBoundingClientRect().height, getComputedStyle(e).backgroundColor])")
     assert all(h > 10 and bg not in ("rgb(0, 0, 0)", "rgba(0, 0, 0, 0)") for h, bg in tiles)
@@ -281,7 +292,7 @@ def test_idle_page_looks_finished_and_the_transform_panel_moves_the_digit(server
     assert np.abs(turned - plain).mean() > 5
     assert abs(turned.sum() / plain.sum() - 1) < 0.2
     assert page.locator("#prediction").text_content() == "7"  # still a 7
-    assert page.locator("#c1 canvas").count() == 6
+    assert page.locator("#c1 canvas").count() == server.maps["C1"]
     page.locator("#t-rotate").fill("0")
     # Shifted 3 px right and 3 px up (the digit stays inside the field): so is its ink.
     page.locator("#t-dx").fill("3")

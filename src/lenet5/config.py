@@ -248,7 +248,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (16 and 32 maps, C5 56: 63,930 parameters), 50 epochs of AdamW one-cycle, no dropout or
     # label smoothing. Chosen on --val-split 10000 (docs/results.md, "Robust reading").
     "robust": dict(
-        model="lenet5-modern-bn", model_args={"dropout": 0.0, "widths": [16, 32, 56, 84]},
+        model="lenet5-modern-bn", model_args={"widths": [16, 32, 56, 84]},
         optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128, epochs=50,
         schedule="onecycle", distort=True,
         distort_translate=3.0, distort_scale=0.15, distort_rotate=15.0,

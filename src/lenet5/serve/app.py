@@ -99,6 +99,7 @@ class ModelInfo(BaseModel):
     architecture: str | None = None
     dataset: str | None = None
     test_error: float | None = None
+    maps: dict[str, int] = {}  # feature maps of the layers the page draws (C1, C3)
 
 
 PREDICT_DOC = {"parameters": QUERY_PARAMETERS, "requestBody": {"required": True, "content": {
@@ -117,13 +118,18 @@ PREDICT_DOC = {"parameters": QUERY_PARAMETERS, "requestBody": {"required": True,
 }}}
 
 
+PAGE_LAYERS = ("C1", "C3")  # the feature maps the page draws (``?features=1``)
+
+
 def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The ASGI app serving ``predictors`` (a Predictor, a list of them, or a name -> Predictor
     dict; the first is the default)."""
     models = by_name(predictors)
     default = next(iter(models))
-    for p in models.values():  # the first real request should not pay for torch's warm-up
-        p.features(np.zeros((28, 28), np.float32))
+    maps = {}  # feature maps per layer the page shows, per model (its placeholders, its grid)
+    for name, p in models.items():  # the first real request should not pay for torch's warm-up
+        feats = p.features(np.zeros((28, 28), np.float32))
+        maps[name] = {k: int(feats[k].shape[0]) for k in PAGE_LAYERS if k in feats}
         p.predict(np.zeros((28, 28), np.float32))
     batchers = {name: Batcher(p, model_input) for name, p in models.items()}
     decoders: list[ThreadPoolExecutor] = []  # images are decoded here: started on first use
@@ -172,7 +178,7 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
 
     @app.get("/api/models", response_model=list[ModelInfo])
     def list_models() -> list[dict]:
-        return [describe(name, p, name == default) for name, p in models.items()]
+        return [describe(name, p, name == default, maps[name]) for name, p in models.items()]
 
     @app.post("/api/predict", response_model=PredictResponse, openapi_extra=PREDICT_DOC,
               responses={c: {"description": d} for c, d in [
@@ -257,9 +263,9 @@ def by_name(predictors) -> dict:
     return models
 
 
-def describe(name: str, p, default: bool) -> dict:
+def describe(name: str, p, default: bool, maps: dict[str, int] | None = None) -> dict:
     meta = getattr(p, "meta", None) or {}
     metrics = meta.get("metrics") or {}
     err = metrics.get("test_error") if isinstance(metrics, dict) else None
     return {"name": name, "default": default, "architecture": meta.get("model"),
-            "dataset": meta.get("dataset"), "test_error": err}
+            "dataset": meta.get("dataset"), "test_error": err, "maps": maps or {}}

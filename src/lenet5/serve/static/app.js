@@ -290,8 +290,23 @@
     document.body.dataset.state = "error";
   }
 
+  // How many maps the chosen model has per layer (from /api/models; LeNet-5's 6 and 16 until
+  // the list arrives), and a grid of at most 8 a row that leaves no row part empty for them.
+  let modelMaps = {};
+  function mapCounts() {
+    const m = modelMaps[modelSel.value] || {};
+    return { C1: m.C1 || 6, C3: m.C3 || 16 };
+  }
+  function layout(box, n, layer, size) {
+    box.style.gridTemplateColumns = `repeat(${n <= 8 ? n : 8}, 1fr)`;
+    box.setAttribute("aria-label", `${layer} feature maps: ${n} maps of ${size} by ${size}`);
+    const caption = box.parentElement.querySelector("figcaption");
+    if (caption) caption.textContent = `${layer}: ${n} feature maps, ${size}\u00d7${size}`;
+  }
+
   // Light tiles where the maps will be: the idle page has no black squares or empty rows.
   function placeholders(box, n) {
+    layout(box, n, box.id.toUpperCase(), box.id === "c1" ? 28 : 10);
     box.replaceChildren(...Array.from({ length: n }, () => {
       const tile = document.createElement("span");
       tile.className = "placeholder";
@@ -310,8 +325,9 @@
     const c = $("input28").getContext("2d");
     c.fillStyle = "#dde3ee";
     c.fillRect(0, 0, 28, 28);
-    placeholders($("c1"), 6);
-    placeholders($("c3"), 16);
+    const counts = mapCounts();
+    placeholders($("c1"), counts.C1);
+    placeholders($("c3"), counts.C3);
     document.body.dataset.state = "idle";
   }
 
@@ -366,6 +382,7 @@
   function drawMaps(box, enc) {
     const a = decode(enc);
     const [n, h, w] = a.shape;
+    layout(box, n, box.id.toUpperCase(), h);
     const canvases = [];
     for (let i = 0; i < n; i++) {
       const old = box.children[i];
@@ -382,11 +399,13 @@
       const res = await fetch("/api/models");
       const models = await res.json();
       for (const m of models) {
+        modelMaps[m.name] = m.maps || {};
         const arch = m.architecture && m.architecture !== m.name ? ` (${m.architecture})` : "";
         const opt = new Option(`${m.name}${arch}`, m.name);
         opt.selected = m.default;
         modelSel.append(opt);
       }
+      if (document.body.dataset.state === "idle") reset(); // the chosen model's map counts
     } catch (err) {
       status.textContent = `could not list the models (${err.message})`;
     }
