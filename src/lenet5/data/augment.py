@@ -49,12 +49,10 @@ class Augment:
         return bool(self.elastic_alpha or self.stroke or self.noise or self.blur) and self.share > 0
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if x.shape[0] == 0:
-            return x
-        if self.share < 1:
-            i = (torch.rand(x.shape[0], generator=generator) < self.share).nonzero()[:, 0]
-            return x.index_copy(0, i.to(x.device), self._augment(x[i.to(x.device)], generator))
-        return self._augment(x, generator)
+        if self.share >= 1 or x.shape[0] == 0:
+            return self._augment(x, generator)
+        i = (torch.rand(x.shape[0], generator=generator) < self.share).nonzero()[:, 0].to(x.device)
+        return x.index_copy(0, i, self._augment(x[i], generator))
 
     def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if x.shape[0] == 0:
