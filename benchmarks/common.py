@@ -130,3 +130,18 @@ def serve_process(args: Sequence[str], log: Path, timeout: float = 120.0):
     from tests.serve_support import ServerProcess
 
     return ServerProcess(list(args), log, timeout=timeout)
+
+
+def run_rows(run: str | Path) -> list[dict]:
+    """The per-epoch rows of a run directory's ``metrics.jsonl`` (none yet: [])."""
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def with_earlier_probes(path: str | Path, probes: dict, only: bool) -> dict:
+    """``probes`` added to those already in the JSON at ``path`` when only some were run."""
+    path = Path(path)
+    if only and path.exists():
+        return {**json.loads(path.read_text()).get("probes", {}), **probes}
+    return probes
+

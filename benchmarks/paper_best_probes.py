@@ -18,13 +18,19 @@ own JSON files); docs/results.md ("paper gap", section 6) lists both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from common import RESULTS, machine_info, markdown_table, write_result
+from common import (
+    RESULTS,
+    machine_info,
+    markdown_table,
+    run_rows,
+    with_earlier_probes,
+    write_result,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--model", "lenet5-1998", "--loss", "map", "--schedule", "cosine", "--engine",
@@ -66,10 +72,6 @@ PROBES = {  # name: (what, options)
        for wd in ("0.01", "0.05", "0.1", "0.2")},
 }
 
-def rows_of(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,12 +89,12 @@ def main() -> int:
         epochs = int(opts[opts.index("--epochs") + 1])
         cmd = ["lenet5", "train", *COMMON, *opts, "--seed", "0", "--data-dir", args.data_dir,
                "--out", str(run)]
-        if len(rows_of(run)) < epochs:
+        if len(run_rows(run)) < epochs:
             if (run / "checkpoint.json").exists():
                 cmd += ["--resume", str(run)]
             print("training", name, flush=True)
             subprocess.run(cmd, check=True, env=env)
-        rows = rows_of(run)
+        rows = run_rows(run)
         last = rows[-1]
         out[name] = dict(what=what, command=" ".join(cmd[:cmd.index("--out") + 2]),
                          passes=len(rows), val_error=100 * last["val_error"],
@@ -101,8 +103,7 @@ def main() -> int:
         table.append([name, what, f"{100 * last['val_error']:.2f}",
                       f"{100 * last['train_set_error']:.2f}"])
     markdown_table(["probe", "what", "val error %", "training-set error %"], table)
-    if args.only and Path(args.json).exists():  # add to the probes recorded before
-        out = {**json.loads(Path(args.json).read_text()).get("probes", {}), **out}
+    out = with_earlier_probes(args.json, out, bool(args.only))
     write_result(args.json, dict(
         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), machine=machine_info(1),
         note="seed 0, --val-split 10000; training-set error on the 50,000 undistorted "

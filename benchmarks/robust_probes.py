@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import RESULTS, machine_info, markdown_table, write_result
+from common import (
+    RESULTS,
+    machine_info,
+    markdown_table,
+    run_rows,
+    with_earlier_probes,
+    write_result,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--preset", "robust", "--engine", "compiled", "--threads", "1", "--val-split", "10000",
@@ -40,10 +47,6 @@ PROBES = {  # name: (what, options on top of --preset robust)
     "w16-share0.5-e50": ("C1/C3/C5 16/32/56, half the images augmented (the preset)", []),
 }
 
-
-def rows_of(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def same_config(run: Path, cmd: list[str]) -> None:
@@ -86,7 +89,7 @@ def main() -> int:
         run = Path(args.runs_dir) / f"{name}-s0"
         cmd = ["lenet5", "train", *COMMON, *opts, "--seed", "0", "--data-dir", args.data_dir,
                "--out", str(run)]
-        rows = rows_of(run)
+        rows = run_rows(run)
         epochs = json.loads((run / "config.json").read_text())["epochs"] if rows else None
         if rows and len(rows) >= epochs:
             same_config(run, cmd)
@@ -95,7 +98,7 @@ def main() -> int:
                 cmd += ["--resume", str(run)]
             print("training", name, flush=True)
             subprocess.run(cmd, check=True, env=env)
-            rows = rows_of(run)
+            rows = run_rows(run)
         suite = robustness.probe(Predictor.load(str(run), reject=False), x, y)
         out[name] = dict(what=what, command=" ".join(cmd[:cmd.index("--out") + 2]),
                          epochs=len(rows), val_error=100 * rows[-1]["val_error"],
@@ -105,8 +108,7 @@ def main() -> int:
                       f"{100 * suite['clean']:.2f}", f"{100 * suite['mean']:.2f}"])
     markdown_table(["probe", "what", "val error %", "suite: clean %", "suite: mean of the ten %"],
                    table)
-    if args.only and Path(args.json).exists():  # add to the probes recorded before
-        out = {**json.loads(Path(args.json).read_text()).get("probes", {}), **out}
+    out = with_earlier_probes(args.json, out, bool(args.only))
     write_result(args.json, dict(
         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), machine=machine_info(1),
         note="seed 0, --val-split 10000; suite on the 10,000 held-out training digits",
