@@ -17,6 +17,7 @@ from lenet5.data.datasets import load_split
 from lenet5.data.transforms import Normalization
 from lenet5.inference.predict import (
     LAYERS,
+    BlankImage,
     PredictError,
     Predictor,
     center_of_mass_paste,
@@ -197,6 +198,16 @@ def test_blank_image_is_no_digit_found(value):
         preprocess(load_image(encode(img, "PNG")))
 
 
+@pytest.mark.parametrize("value", [0, 255])
+def test_blank_image_is_answered_no_digit_where_the_model_can_refuse(value):
+    img = Image.fromarray(np.full((50, 80), value, np.uint8))
+    res = Predictor.load().predict_image(encode(img, "PNG"))  # the default, with its reject option
+    assert res["label"] is None and res["verdict"] == "no digit"
+    assert res["reason"] == "no digit: the image is blank"
+    with pytest.raises(BlankImage, match="no digit found"):
+        Predictor.load(reject=False).predict_image(encode(img, "PNG"))
+
+
 def test_faint_noise_only_is_no_digit_found():
     rng = np.random.default_rng(0)
     img = Image.fromarray(np.clip(240 + rng.normal(0, 3, (100, 100)), 0, 255).astype(np.uint8))
@@ -348,14 +359,22 @@ def test_cli_predict_reports_bad_files_and_keeps_going(tmp_path, mnist_test, cap
     assert main(["predict", str(good), str(junk), str(blank), str(good2), "--top-k", "2"]) == 1
     out, err = capsys.readouterr()
     assert f"{good}: 7 " in out and f"{good2}: 2 " in out
-    assert f"{junk}: not an image" in err and f"{blank}: no digit found" in err
-    assert "junk" not in out and "blank" not in out
+    assert f"{junk}: not an image" in err and "junk" not in out
+    # A blank page is an answer where the model can refuse: "no digit", not an error.
+    assert f"{blank}: no digit   (no digit: the image is blank" in out and "blank" not in err
 
-    assert main(["predict", str(good), str(blank), "--json"]) == 1
+    assert main(["predict", str(good), str(blank), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["posterior"] == "softmax" and doc["model"] == "lenet5-robust"
     first, second = doc["results"]
-    assert first["label"] == 7 and len(first["top_k"]) == 3 and "no digit found" in second["error"]
+    assert first["label"] == 7 and len(first["top_k"]) == 3
+    assert second["label"] is None and second["verdict"] == "no digit"
+    assert second["reason"] == "no digit: the image is blank" and "error" not in second
+
+    # Told always to answer a digit, it cannot for a blank page: one line, exit 1.
+    assert main(["predict", str(good), str(blank), "--json", "--no-reject"]) == 1
+    second = json.loads(capsys.readouterr().out)["results"][1]
+    assert "no digit found" in second["error"] and "label" not in second
     assert main(["predict", str(good)]) == 0
 
 

@@ -102,12 +102,14 @@ def test_rejector_file_round_trip_and_refusal(tmp_path):
     f = tmp_path / "m.reject.json"
     f.write_text(r.to_json())
     back = Rejector.from_file(f)
-    ev = np.array([[0.8, 3, 0.2, 0.0], [0.0, 0, 0, 0], [0.1, 2, 0.1, -50]])
-    dp = np.array([[0.9] + [0.1 / 9] * 9, [0.9] + [0.1 / 9] * 9, [0.5, 0.4] + [0.0125] * 8])
+    ev = np.array([[0.8, 3, 0.2, 0.0], [0.05, 0, 0, 0], [0.1, 2, 0.1, -50], [0.0, 0, 0, -50]])
+    dp = np.array([[0.9] + [0.1 / 9] * 9, [0.9] + [0.1 / 9] * 9, [0.5, 0.4] + [0.0125] * 8,
+                   [0.9] + [0.1 / 9] * 9])
     verdicts = back.decide(ev, dp)
     assert verdicts[0][0] == "no digit" and "covers 80%" in verdicts[0][1]
     assert verdicts[1] == (None, None)
     assert verdicts[2][0] == "unsure" and "0 at 50% or 1 at 40%" in verdicts[2][1]
+    assert verdicts[3] == ("no digit", "no digit: the image is blank")  # no ink, whatever the score
     f.write_text("{}")
     with pytest.raises(ValueError, match="not a reject calibration"):
         Rejector.from_file(f)
@@ -152,3 +154,28 @@ def test_api_answers_no_digit_for_noise():
         d = r.json()
         assert d["label"] is None and d["verdict"] == "no digit" and d["guess"] in range(10)
         assert d["reason"].startswith("no digit")
+
+
+def test_a_blank_image_is_no_digit_in_every_door():
+    """A page with no ink is the plainest non-digit: where the model can refuse, the Python
+    API, the web API (upload or pixels) and an all-zero field all answer "no digit", "the image
+    is blank", never an error; without the reject option it stays a clear 422."""
+    from fastapi.testclient import TestClient
+
+    from lenet5.serve.app import create_app
+
+    p = Predictor.load(CALIBRATED[0])
+    empty = p.predict(np.zeros((28, 28), np.float32))[0]
+    assert (empty["label"], empty["verdict"], empty["reason"]) == (
+        None, "no digit", "no digit: the image is blank")
+    page = Image.new("L", (60, 40), 255)
+    bare = Predictor(p.model, p.meta, "bare")  # the same model, no reject option
+    with TestClient(create_app([p, bare])) as client:
+        for req in (dict(files={"image": ("b.png", png(page), "image/png")}),
+                    dict(json={"pixels": np.zeros((28, 28)).tolist()}),
+                    dict(json={"pixels": np.zeros((28, 28)).tolist(), "preprocess": True})):
+            d = client.post("/api/predict", **req).json()
+            assert (d["label"], d["verdict"], d["reason"]) == (
+                None, "no digit", "no digit: the image is blank"), d
+            r = client.post("/api/predict?model=bare", **req)
+            assert r.status_code == 422 and "no digit" in r.json()["error"], r.text

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..inference.load import ENGINES
-from ..inference.predict import PredictError, Predictor, load_image, preprocess
+from ..inference.predict import PredictError, Predictor, load_image
 
 
 def register(sub) -> None:
@@ -38,7 +38,7 @@ def cmd_predict(args) -> int:
     results, failed = [], 0
     for path in args.images:
         try:
-            digit = preprocess(load_image(path))
+            digit = predictor.digit_from(load_image(path))  # blank: "no digit" if it can refuse
             if args.deslant:
                 from ..data.deslant import deslant_images
 

@@ -49,6 +49,11 @@ class PredictError(ValueError):
     """An input cannot be turned into a digit (unreadable, blank, too large, wrong shape)."""
 
 
+class BlankImage(PredictError):
+    """A readable image with no ink on it: no digit to show the model. Where the model can
+    refuse (its reject option), that is an answer, "no digit", not an error."""
+
+
 def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, *,
                work_pixels: int | None = None, formats: tuple[str, ...] | None = None,
                name: str | None = None) -> Image.Image:
@@ -294,7 +299,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     ink = np.clip(ink, 0.0, None)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
-        raise PredictError("no digit found (blank image)")
+        raise BlankImage("no digit found (blank image)")
     ink /= peak
     ink[ink < NOISE] = 0.0
     return ink
@@ -325,7 +330,7 @@ def preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
         # dilation then brings the stroke towards MNIST's width.
         small = dilate3(np.clip(small / min(1.0, width), 0.0, 1.0))
     if small.max() <= 0:
-        raise PredictError("no digit found (ink vanished when scaled)")
+        raise BlankImage("no digit found (ink vanished when scaled)")
     return center_of_mass_paste(small / small.max()).astype(np.float32)
 
 

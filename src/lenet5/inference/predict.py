@@ -26,6 +26,7 @@ from .images import (  # noqa: F401  (re-exported: the public image API)
     BOX,
     FIELD,
     MAX_PIXELS,
+    BlankImage,
     PredictError,
     center_of_mass_paste,
     load_image,
@@ -182,7 +183,18 @@ class Predictor:
         """Load (if a path or bytes), preprocess and predict one image."""
         if isinstance(src, (str, Path, bytes, bytearray)):
             src = load_image(src)
-        return self.predict(preprocess(src), top_k)[0]
+        return self.predict(self.digit_from(src), top_k)[0]
+
+    def digit_from(self, img: Image.Image | np.ndarray) -> np.ndarray:
+        """:func:`preprocess`, except that a blank image (no ink) gives the empty 28x28 field
+        when the model can refuse it, so it is answered "no digit" rather than raising
+        :class:`BlankImage` (which it still does without a reject option)."""
+        try:
+            return preprocess(img)
+        except BlankImage:
+            if self.rejector is None:
+                raise
+            return np.zeros((FIELD, FIELD), np.float32)
 
     def features(self, x28: np.ndarray) -> dict[str, np.ndarray]:
         """Activations of C1..F6 for preprocessed digit(s); no batch axis for a single (28, 28)."""

@@ -62,6 +62,9 @@ def evidence(x: np.ndarray, probs: np.ndarray, raw: np.ndarray, maps: dict,
                            lse[:, None], digit_probs(probs).max(1, keepdims=True)], 1)
 
 
+BLANK_REASON = "no digit: the image is blank"
+
+
 @dataclass
 class Rejector:
     """The fitted score and its two thresholds, with the facts of the calibration."""
@@ -85,7 +88,9 @@ class Rejector:
         """Per image ``(verdict, reason)``: ``("no digit" | "unsure", why)`` or ``(None, None)``."""
         out = []
         for s, f, p in zip(self.score(ev), ev, dprobs):
-            if s > self.no_digit:
+            if f[0] <= 0:  # not one pixel of ink: an empty field, whatever the score says
+                out.append(("no digit", BLANK_REASON))
+            elif s > self.no_digit:
                 out.append(("no digit", _why_no_digit(f, self.calibration)))
             elif p.max() < self.unsure:
                 order = np.argsort(-p)

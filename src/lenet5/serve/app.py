@@ -30,6 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +132,13 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         feats = p.features(np.zeros((28, 28), np.float32))
         maps[name] = {k: int(feats[k].shape[0]) for k in PAGE_LAYERS if k in feats}
         p.predict(np.zeros((28, 28), np.float32))
-    batchers = {name: Batcher(p, model_input) for name, p in models.items()}
+    refuses = {name: getattr(p, "rejector", None) is not None for name, p in models.items()}
+    batchers = {name: Batcher(p, partial(model_input, blank_ok=refuses[name]))
+                for name, p in models.items()}
     decoders: list[ThreadPoolExecutor] = []  # images are decoded here: started on first use
     waiting = 0  # uploads being decoded aside or queued for it
 
-    async def decode_image(payload):
+    async def decode_image(payload, blank_ok: bool):
         nonlocal waiting
         if waiting >= MAX_WAITING_DECODES:
             raise APIError(429, f"{waiting} large images are already waiting to be decoded; "
@@ -146,7 +149,7 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
         waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(decoders[0], decode_aside, payload)
+            return await loop.run_in_executor(decoders[0], decode_aside, payload, blank_ok)
         finally:
             waiting -= 1
 
@@ -195,7 +198,7 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
             raise APIError(422, f"unknown model {name!r}; loaded: {', '.join(models)}")
         item = payload  # decoded with its batch, in the model's thread; a photo, aside first
         if payload.image is not None and not cheap_to_decode(payload.image):
-            item = await decode_image(payload)
+            item = await decode_image(payload, refuses[name])  # blank: "no digit" if it can
         out = await batchers[name](item, opts.top_k, opts.encoding if opts.features else None)
         out.update(model=name, latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
         out = {k: out.get(k) for k in PredictResponse.model_fields}  # the documented keys, always
@@ -207,12 +210,12 @@ def create_app(predictors, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     return app
 
 
-def decode_aside(payload) -> np.ndarray:
+def decode_aside(payload, blank_ok: bool) -> np.ndarray:
     """:func:`~.inputs.model_input` for an upload that is not cheap to decode; then the memory
     its decoding took goes back to the system (without it, glibc kept 61 MB after four
     16-megapixel RGBA uploads; with it, 6 MB)."""
     try:
-        return model_input(payload)
+        return model_input(payload, blank_ok)
     finally:
         release_memory()
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from pydantic_core import from_json
 
-from ..inference.images import PredictError, load_image, preprocess
+from ..inference.images import FIELD, BlankImage, PredictError, load_image, preprocess
 from .errors import APIError
 
 SIZE = 28
@@ -191,16 +191,22 @@ def first_non_number(value) -> str:
     return "none"  # pragma: no cover - numpy found a non-number
 
 
-def model_input(p: Payload) -> np.ndarray:
-    """The (28, 28) float32 input the model sees; blank drawings and bad images are 422s."""
+def model_input(p: Payload, blank_ok: bool = False) -> np.ndarray:
+    """The (28, 28) float32 input the model sees; bad images are 422s. So are blank ones
+    (no ink), unless ``blank_ok`` (a model with a reject option): then the empty field, which
+    the model answers "no digit"."""
     try:
         if p.image is not None:
             return image_input(p.image)
         if p.preprocess:
             return preprocess(p.pixels)
+    except BlankImage as e:
+        if not blank_ok:
+            raise APIError(422, str(e)) from e
+        return np.zeros((FIELD, FIELD), np.float32)
     except PredictError as e:
         raise APIError(422, str(e)) from e
-    if not p.pixels.any():
+    if not p.pixels.any() and not blank_ok:
         raise APIError(422, "no digit found: every pixel is 0")
     return p.pixels
 
