@@ -329,9 +329,12 @@ def evaluate_epoch(run: Run, epoch: int, lr: float, totals: PassTotals, seconds:
     evaluate = partial(engine.evaluate, norm=run.norm, batch_size=cfg.eval_batch_size,
                        rank=run.rank, world=run.world)
     extra: dict = {}
-    if run.averager:  # what the average buys: the live weights' test error too
+    if run.averager:  # what the average buys: the live weights' test (and val) error too
         raw = evaluate(*splits["test"])
         extra.update(raw_test_error=raw["error"], raw_test_errors=raw["errors"])
+        if splits["val"] is not None:
+            raw = evaluate(*splits["val"])
+            extra.update(raw_val_error=raw["error"], raw_val_errors=raw["errors"])
     with run.averager.swapped_in(engine) if run.averager else nullcontext():  # one swap
         test = evaluate(*splits["test"])
         if cfg.eval_train:  # the paper's "training set error": fixed weights, every image once
