@@ -45,6 +45,12 @@ PROBES = {  # name: (what, options on top of --preset robust)
     "w16-nodrop-e50": ("C1/C3/C5 16/32/56, every image augmented", ["--augment-share", "1"]),
     "share0.5-e50": ("1998 widths, half the images augmented", LENET5_WIDTHS),
     "w16-share0.5-e50": ("C1/C3/C5 16/32/56, half the images augmented (the preset)", []),
+    "w16-share0.25-e50": ("C1/C3/C5 16/32/56, a quarter of the images augmented",
+                          ["--augment-share", "0.25"]),
+    "w16-ema-e50": ("the preset, evaluated with a weight average (decay 0.999)",
+                    ["--ema", "0.999"]),
+    "w16-share0.25-ema-e50": ("a quarter augmented, with the weight average (decay 0.999)",
+                              ["--augment-share", "0.25", "--ema", "0.999"]),
 }
 
 
