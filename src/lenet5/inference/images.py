@@ -5,7 +5,8 @@ from anti-aliasing), then centred by centre of mass in a 28x28 field. :func:`pre
 the same to a photo, scan or canvas drawing:
 
 1. greyscale (alpha composited onto the detected background by :func:`load_image`);
-2. background = median of the border ring; invert if it is light, so ink is bright on 0;
+2. background = a smooth surface fitted to the border ring (light falling off across a photo is
+   not ink); invert if it is light, so ink is bright on 0; ruled lines across the page dropped;
 3. contrast stretched so the strongest ink is 1; faint noise (< ``NOISE`` of it) set to 0;
 4. crop to the ink's bounding box with a margin for the resampling filter;
 5. the box's longer side scaled to 20 px, aspect kept, anti-aliased (area averaging); strokes
@@ -27,13 +28,14 @@ import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFilter, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: a 40-megapixel photo is still accepted
 BOX = 20  # MNIST: the digit's longer side
 FIELD = 28  # MNIST: the field it is centred in
 NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
 MIN_CONTRAST = 0.08  # strongest ink vs background, in [0, 1] grey levels: below is blank
+GRAINY = 0.02  # a page whose grain (robust sigma, grey levels) exceeds this is median-filtered
 THIN = 1.5  # strokes thinner than this many output pixels are thickened (MNIST's: 2 to 4)
 # EXIF orientation -> the transpose that puts the picture upright (as ImageOps.exif_transpose).
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -293,16 +295,92 @@ def to_grey(img: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def ink_map(grey: np.ndarray) -> np.ndarray:
-    """Background 0, strongest ink 1, faint noise removed. Raises on a blank image."""
-    bg = float(np.median(_border(grey)))
-    ink = bg - grey if bg >= 0.5 else grey - bg  # light page: ink is darker; dark page: lighter
+    """Background 0, strongest ink 1, faint noise removed. Raises :class:`BlankImage` on a
+    blank image.
+
+    The page is a smooth surface fitted to the border ring (:func:`page_surface`), not one
+    grey level, so light falling off across a photo is not taken for ink; what stands out of
+    it by less than ``NOISE`` of the strongest ink, or by less than 4 sigma of the ring's own
+    grain (a noisy sensor: then a 3x3 median filter first), is dropped; and ruled lines crossing the whole page are taken out
+    (:func:`drop_ruled_lines`)."""
+    light = float(np.median(_border(grey))) >= 0.5
+    dark = 1.0 - grey if light else grey  # ink bright, on whatever the page is
+    page, grain = page_surface(dark)
+    ink = dark - page
+    if grain > GRAINY:  # a noisy photo: a 3x3 median first, which keeps strokes' edges
+        ink = np.asarray(Image.fromarray(ink.astype(np.float32), "F").filter(
+            ImageFilter.MedianFilter(3)), np.float64)
+        grain = 1.4826 * float(np.median(np.abs(_border(ink) - np.median(_border(ink)))))
     ink = np.clip(ink, 0.0, None)
     peak = float(ink.max())
-    if peak < MIN_CONTRAST:
+    if peak < max(MIN_CONTRAST, 4 * grain):
         raise BlankImage("no digit found (blank image)")
     ink /= peak
-    ink[ink < NOISE] = 0.0
-    return ink
+    ink[ink < max(NOISE, 4 * grain / peak)] = 0.0
+    ink = drop_ruled_lines(ink)
+    return ink / ink.max()  # the strongest ink left is 1 again (never empty: see there)
+
+
+def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
+    """The page under the ink: a quadratic surface in x and y fitted to the border ring of
+    ``a`` (ink bright), refitted twice without the ring pixels that stand out (ink touching
+    the edge, a line crossing it); and the spread of the ring about it (robust sigma), the
+    page's grain. A uniform ring gives a flat surface at its median, as a plain median would."""
+    h, w = a.shape
+    k = max(1, min(h, w) // 50)
+    ring = np.zeros((h, w), bool)
+    ring[:k], ring[-k:], ring[:, :k], ring[:, -k:] = True, True, True, True
+    ys, xs = np.nonzero(ring)
+    if len(ys) > 4000:  # the fit needs a few thousand points, not a photo's whole ring
+        pick = np.linspace(0, len(ys) - 1, 4000).astype(int)
+        ys, xs = ys[pick], xs[pick]
+    v = a[ys, xs]
+    med = float(np.median(v))
+    if h < 8 or w < 8 or np.all(v == med):  # too small to fit, or a flat page: its level
+        return np.full_like(a, med), 0.0
+    u, t = xs / max(w - 1, 1) - 0.5, ys / max(h - 1, 1) - 0.5
+    basis = np.stack([np.ones_like(u), u, t, u * u, u * t, t * t], 1)
+    keep = np.abs(v - med) <= max(3 * 1.4826 * float(np.median(np.abs(v - med))), 0.02)
+    for _ in range(3):
+        coef = np.linalg.lstsq(basis[keep], v[keep], rcond=None)[0]
+        r = v - basis @ coef
+        sigma = 1.4826 * float(np.median(np.abs(r[keep])))
+        keep = np.abs(r) <= max(3 * sigma, 0.02)
+    uu = np.linspace(-0.5, 0.5, w)[None, :]
+    tt = np.linspace(-0.5, 0.5, h)[:, None]
+    surface = coef[0] + coef[1] * uu + coef[2] * tt + coef[3] * uu * uu + coef[4] * uu * tt \
+        + coef[5] * tt * tt
+    return surface, sigma
+
+
+def drop_ruled_lines(ink: np.ndarray, span: float = 0.9, thin: float = 0.04) -> np.ndarray:
+    """``ink`` without the ruled lines of lined or squared paper: bands of rows (or columns)
+    inked across at least ``span`` of the page, each at most ``thin`` of it deep, when there
+    are at least two (one full-width band is more likely a digit's own bar, as in a tightly
+    cropped 7). Small images (under 32 px a side) and images that would be left with no ink
+    at all (a hairline box drawn as a 0) are returned as they are."""
+    if min(ink.shape) < 32:
+        return ink
+    before = ink
+    for axis in (1, 0):  # rows, then columns
+        across = (ink > 0).mean(axis=axis) >= span
+        bands, start = [], None
+        for i, on in enumerate(np.append(across, False)):
+            if on and start is None:
+                start = i
+            elif not on and start is not None:
+                bands.append((start, i))
+                start = None
+        deep = ink.shape[0] if axis == 1 else ink.shape[1]  # rows: the height; columns: width
+        lines = [b for b in bands if b[1] - b[0] <= max(1, thin * deep)]
+        if len(lines) >= 2:
+            ink = ink.copy()
+            for a, b in lines:
+                if axis == 1:
+                    ink[a:b] = 0.0
+                else:
+                    ink[:, a:b] = 0.0
+    return ink if ink.any() else before
 
 
 def preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
