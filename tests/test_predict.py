@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from lenet5.cli import main
 from lenet5.data.datasets import load_split
+from lenet5.data.photos import photo_page
 from lenet5.data.transforms import Normalization
 from lenet5.inference.predict import (
     LAYERS,
@@ -113,26 +114,6 @@ def test_pen_drawings_fine_or_bold_on_a_large_page(predictor, width):
         rows = np.nonzero(x.max(1) > 0.3)[0]
         assert rows.max() - rows.min() + 1 >= 18  # the 20-px box
         assert predictor.predict(x)[0]["label"] == label, (label, width)
-
-
-def photo_page(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.Image:
-    """An MNIST digit written 200 px tall on a 400x300 page as a phone photographs it: light
-    falling off from one side or towards the corners, ruled or squared paper, a grainy sensor."""
-    h, w = 400, 300
-    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
-    page = {"falloff": 0.45 + 0.5 * xx, "vignette": 0.9 - 0.5 * ((yy - 0.5) ** 2 + (xx - 0.5) ** 2)
-            }.get(kind, np.full((h, w), 0.85))
-    step = {"ruled": 40, "squared": 30}.get(kind)
-    for r in range(10, h, step) if step else ():  # lines 2 px wide, across the page
-        page[r : r + 2] = 0.6
-    for c in range(10, w, step) if kind == "squared" else ():
-        page[:, c : c + 2] = 0.65
-    ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.Resampling.BILINEAR)) / 255
-    img = page.copy()
-    img[100:300, 50:250] *= 1 - 0.8 * ink
-    if kind == "grainy":
-        img += rng.normal(0, 0.08, img.shape)
-    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
 
 @pytest.mark.parametrize("kind", ["falloff", "vignette", "ruled", "squared", "grainy"])

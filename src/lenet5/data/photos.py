@@ -1,0 +1,47 @@
+"""A digit as a phone photographs it: how users' pictures differ from a clean scan.
+
+:func:`photo_page` writes an MNIST digit 200 px tall on a 400x300 light page (uint8, dark ink)
+under one of :data:`KINDS` of conditions, each a way a real photo departs from a flat page:
+
+- ``plain``: a flat page;
+- ``falloff``: light falling off from one side to the other (0.45 to 0.95);
+- ``vignette``: darker towards the corners;
+- ``ruled`` / ``squared``: lined or graph paper, lines 2 px wide;
+- ``grainy``: a noisy sensor, Gaussian noise of std 0.08 on every pixel;
+- ``shadow``: a hard-edged shadow over the left 40% of the page, through the digit.
+
+The tests (``tests/test_predict.py``) and ``benchmarks/bench_photos.py`` draw from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("plain", "falloff", "vignette", "ruled", "squared", "grainy", "shadow")
+H, W = 400, 300
+
+
+def photo_page(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.Image:
+    """``digit`` (28x28 uint8, ink bright) as dark ink on a page photographed as ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown photo kind {kind!r}; one of {', '.join(KINDS)}")
+    yy, xx = np.mgrid[0:H, 0:W] / np.array([H, W])[:, None, None]
+    page = np.full((H, W), 0.85)
+    if kind == "falloff":
+        page = 0.45 + 0.5 * xx
+    elif kind == "vignette":
+        page = 0.9 - 0.5 * ((yy - 0.5) ** 2 + (xx - 0.5) ** 2)
+    step = {"ruled": 40, "squared": 30}.get(kind)
+    for r in range(10, H, step) if step else ():  # lines 2 px wide, across the page
+        page[r : r + 2] = 0.6
+    for c in range(10, W, step) if kind == "squared" else ():
+        page[:, c : c + 2] = 0.65
+    if kind == "shadow":
+        page[:, : int(0.4 * W)] *= 0.55
+    ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.Resampling.BILINEAR)) / 255
+    img = page.copy()
+    img[100:300, 50:250] *= 1 - 0.8 * ink
+    if kind == "grainy":
+        img += rng.normal(0, 0.08, img.shape)
+    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
