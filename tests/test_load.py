@@ -171,7 +171,7 @@ def test_bundled_names_in_evaluate_report_export_and_bundle(tmp_path, capsys, da
     m = json.loads(capsys.readouterr().out)
     assert (m["name"], m["errors"], m["n"]) == ("lenet5-modern", 57, 10000)
     assert main(["evaluate", "--engine", "numpy", "--json", "--data-dir", str(data_root)]) == 0
-    assert json.loads(capsys.readouterr().out)["errors"] == 47  # the default (lenet5-robust), numpy
+    assert json.loads(capsys.readouterr().out)["errors"] == 42  # the default (lenet5-robust), numpy
     out = tmp_path / "r.html"
     assert main(["report", "lenet5-1998", "--limit", "100", "--out", str(out),
                  "--data-dir", str(data_root)]) == 0
