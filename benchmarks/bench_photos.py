@@ -30,13 +30,26 @@ from common import RESULTS, machine_info, markdown_table, write_result
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def photos():
+    """``lenet5.data.photos`` of this checkout, read from its file, also when the package
+    imported is an older commit's (which may not have it): the same pages either way."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_lenet5_photos", ROOT / "src" / "lenet5" / "data" / "photos.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def measure(data_dir: str, n: int, models: list[str]) -> dict:
     """``{model: {kind: {right, refused, wrong}}}`` in percent, with this process's package."""
     import lenet5
     from lenet5.data.datasets import load_split
     from lenet5.inference.images import PredictError
     from lenet5.inference.predict import Predictor
-    from photos_kinds import KINDS, photo_page  # this checkout's generator, whatever REV
+
+    KINDS, photo_page = photos().KINDS, photos().photo_page  # this checkout's, whatever REV
 
     x, y = load_split("mnist", "test", data_dir)
     out = {"package": str(Path(lenet5.__file__).parent)}
@@ -91,12 +104,10 @@ def main() -> int:
         if not results[args.before]["package"].startswith(str(tree)):
             raise SystemExit(f"the child read {results[args.before]['package']}, not {tree}")
 
-    from photos_kinds import KINDS
-
     rows = []
     for rev, res in results.items():
         for name in args.models:
-            for kind in KINDS:
+            for kind in photos().KINDS:
                 r = res[name][kind]
                 rows.append([rev, name, kind, f"{r['right']:.1f}", f"{r['refused']:.1f}",
                              f"{r['wrong']:.1f}"])

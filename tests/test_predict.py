@@ -128,7 +128,8 @@ def test_photos_with_uneven_light_ruled_paper_or_grain_read_as_the_plain_page(
     results = [predictor.predict_image(photo_page(x[i], kind, rng)) for i in range(n)]
     right = sum(r["label"] == y[i] for i, r in enumerate(results))
     wrong = sum(r["label"] not in (None, y[i]) for i, r in enumerate(results))
-    assert right >= (0.6 if kind == "grainy" else 0.9) * n and wrong <= 0.1 * n, (right, wrong)
+    # A grainy digit may be refused (unsure) as often as read; it must rarely be misread.
+    assert right >= (0.45 if kind == "grainy" else 0.9) * n and wrong <= 0.1 * n, (right, wrong)
     if kind != "grainy":  # much like the digit from the plain page (the ink's contrast follows
         # the light, and lines crossing the strokes leave gaps where they are taken out)
         same = [np.corrcoef(preprocess(photo_page(x[i], "plain", rng)).ravel(),
