@@ -49,7 +49,8 @@ def measure(data_dir: str, n: int, models: list[str]) -> dict:
     from lenet5.inference.images import PredictError
     from lenet5.inference.predict import Predictor
 
-    KINDS, photo_page = photos().KINDS, photos().photo_page  # this checkout's, whatever REV
+    gen = photos()  # this checkout's generator, whatever REV
+    KINDS, photo_page = gen.KINDS, gen.photo_page
 
     x, y = load_split("mnist", "test", data_dir)
     out = {"package": str(Path(lenet5.__file__).parent)}

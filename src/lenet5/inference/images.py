@@ -246,10 +246,15 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3] @ np.array([0.299, 0.587, 0.114])
 
 
+def _ring_width(h: int, w: int) -> int:
+    """How many pixels wide the border ring of an ``h`` x ``w`` image is: 1, more on large ones."""
+    return max(1, min(h, w) // 50)
+
+
 def _border(a: np.ndarray) -> np.ndarray:
-    """The pixels of a 2-D array's outer ring, a few pixels wide on large images."""
+    """The pixels of a 2-D array's outer ring (:func:`_ring_width` wide)."""
     h, w = a.shape
-    k = max(1, min(h, w) // 50)
+    k = _ring_width(h, w)
     if h <= 2 * k or w <= 2 * k:  # all ring
         return a.ravel()
     return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
@@ -301,8 +306,8 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     The page is a smooth surface fitted to the border ring (:func:`page_surface`), not one
     grey level, so light falling off across a photo is not taken for ink; what stands out of
     it by less than ``NOISE`` of the strongest ink, or by less than 4 sigma of the ring's own
-    grain (a noisy sensor: then a 3x3 median filter first), is dropped; and ruled lines crossing the whole page are taken out
-    (:func:`drop_ruled_lines`)."""
+    grain (a noisy sensor: then a 3x3 median filter first), is dropped; and ruled lines
+    crossing the whole page are taken out (:func:`drop_ruled_lines`)."""
     light = float(np.median(_border(grey))) >= 0.5
     dark = 1.0 - grey if light else grey  # ink bright, on whatever the page is
     page, grain = page_surface(dark)
@@ -310,7 +315,8 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     if grain > GRAINY:  # a noisy photo: a 3x3 median first, which keeps strokes' edges
         ink = np.asarray(Image.fromarray(ink.astype(np.float32), "F").filter(
             ImageFilter.MedianFilter(3)), np.float64)
-        grain = 1.4826 * float(np.median(np.abs(_border(ink) - np.median(_border(ink)))))
+        ring = _border(ink)
+        grain = 1.4826 * float(np.median(np.abs(ring - np.median(ring))))
     ink = np.clip(ink, 0.0, None)
     peak = float(ink.max())
     if peak < max(MIN_CONTRAST, 4 * grain):
@@ -327,7 +333,7 @@ def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
     the edge, a line crossing it); and the spread of the ring about it (robust sigma), the
     page's grain. A uniform ring gives a flat surface at its median, as a plain median would."""
     h, w = a.shape
-    k = max(1, min(h, w) // 50)
+    k = _ring_width(h, w)
     ring = np.zeros((h, w), bool)
     ring[:k], ring[-k:], ring[:, :k], ring[:, -k:] = True, True, True, True
     ys, xs = np.nonzero(ring)
@@ -361,26 +367,16 @@ def drop_ruled_lines(ink: np.ndarray, span: float = 0.9, thin: float = 0.04) -> 
     at all (a hairline box drawn as a 0) are returned as they are."""
     if min(ink.shape) < 32:
         return ink
-    before = ink
-    for axis in (1, 0):  # rows, then columns
-        across = (ink > 0).mean(axis=axis) >= span
-        bands, start = [], None
-        for i, on in enumerate(np.append(across, False)):
-            if on and start is None:
-                start = i
-            elif not on and start is not None:
-                bands.append((start, i))
-                start = None
-        deep = ink.shape[0] if axis == 1 else ink.shape[1]  # rows: the height; columns: width
-        lines = [b for b in bands if b[1] - b[0] <= max(1, thin * deep)]
+    out = ink.copy()
+    for m in (out, out.T):  # rows, then columns (a view: clearing it clears ``out``)
+        across = np.concatenate(([0], (m > 0).mean(axis=1) >= span, [0])).astype(np.int8)
+        edges = np.diff(across)  # +1 where a band of inked-across lines starts, -1 past its end
+        bands = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
+        lines = [(a, b) for a, b in bands if b - a <= max(1, thin * m.shape[0])]
         if len(lines) >= 2:
-            ink = ink.copy()
             for a, b in lines:
-                if axis == 1:
-                    ink[a:b] = 0.0
-                else:
-                    ink[:, a:b] = 0.0
-    return ink if ink.any() else before
+                m[a:b] = 0.0
+    return out if out.any() else ink
 
 
 def preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
