@@ -51,6 +51,10 @@ PROBES = {  # name: (what, options on top of --preset robust)
                     ["--ema", "0.999"]),
     "w16-share0.25-ema-e50": ("a quarter augmented, with the weight average (decay 0.999)",
                               ["--augment-share", "0.25", "--ema", "0.999"]),
+    "w16-share0.1-e50": ("C1/C3/C5 16/32/56, a tenth of the images augmented",
+                         ["--augment-share", "0.1"]),
+    "w16-share0.25-e75": ("a quarter augmented, 75 epochs", ["--augment-share", "0.25",
+                                                              "--epochs", "75"]),
 }
 
 

@@ -80,6 +80,18 @@ def test_calibrated_models_refuse_non_digits_and_answer_digits(name, test_digits
             assert 0 <= r["guess"] <= 9
 
 
+@pytest.mark.parametrize("shares", [(0.02, 0.01), (0.05, 0.0), (0.004, 0.002)])
+def test_thresholds_refuse_the_share_asked_of_the_digits_they_are_set_on(shares, test_digits):
+    # What bench_reject.py's --unseen-twin search rests on: the two shares add up.
+    p = Predictor.load("lenet5-robust")
+    ev, dp = p.evidence(test_digits[0])
+    rej = Rejector(**json.loads(p.rejector.to_json()))
+    rej.set_thresholds(ev, dp, *shares)
+    n = len(ev)
+    assert abs(rej.refused(ev, dp).sum() - sum(shares) * n) <= 2 + 0.002 * n
+    assert (rej.score(ev) > rej.no_digit).sum() <= shares[0] * n + 1
+
+
 def test_without_a_calibration_or_with_reject_off_every_image_gets_a_digit(test_digits):
     page = next(p for p, _ in fresh_pages(10) if p is not None)  # a non-digit page
     for p in (Predictor.load(CALIBRATED[0], reject=False),):

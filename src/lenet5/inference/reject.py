@@ -84,6 +84,18 @@ class Rejector:
         h = np.maximum(z @ np.asarray(self.w1) + np.asarray(self.b1), 0)
         return h @ np.asarray(self.w2) + self.b2
 
+    def set_thresholds(self, ev: np.ndarray, dprobs: np.ndarray, no_digit_share: float,
+                       unsure_share: float) -> None:
+        """Thresholds that refuse ``no_digit_share`` of the digits ``ev`` as "no digit" and
+        ``unsure_share`` of the rest as "unsure"."""
+        s = self.score(ev)
+        self.no_digit = float(np.quantile(s, 1 - no_digit_share))
+        self.unsure = float(np.quantile(dprobs[s <= self.no_digit].max(1), unsure_share))
+
+    def refused(self, ev: np.ndarray, dprobs: np.ndarray) -> np.ndarray:
+        """Per image: refused, as "no digit" or "unsure" (the ink-free field aside)."""
+        return (self.score(ev) > self.no_digit) | (dprobs.max(1) < self.unsure)
+
     def decide(self, ev: np.ndarray, dprobs: np.ndarray) -> list[tuple[str | None, str | None]]:
         """Per image ``(verdict, reason)``: ``("no digit" | "unsure", why)`` or ``(None, None)``."""
         out = []
@@ -171,12 +183,8 @@ def calibrate(ev_fit: np.ndarray, ev_none: np.ndarray, ev_cal: np.ndarray,
     """Fit the score on ``ev_fit`` (digits) and ``ev_none``, then set the thresholds on the
     other held-out digits ``ev_cal``: ``no_digit_share`` of them score above the first, and
     ``unsure_share`` of the rest have a top probability below the second."""
-    mean, std, w1, b1, w2, b2 = fit(ev_fit, ev_none, seed)
-    r = Rejector(mean, std, w1, b1, w2, b2, 0.0, 0.0, {})
-    s = r.score(ev_cal)
-    r.no_digit = float(np.quantile(s, 1 - no_digit_share))
-    rest = dprobs_cal[s <= r.no_digit].max(1)
-    r.unsure = float(np.quantile(rest, unsure_share))
+    r = Rejector(*fit(ev_fit, ev_none, seed), 0.0, 0.0, {})
+    r.set_thresholds(ev_cal, dprobs_cal, no_digit_share, unsure_share)
     ink = ev_cal[:, :3]  # clean held-out digits: the bounds a reason quotes
     r.calibration = {
         "no_digit_share": no_digit_share, "unsure_share": unsure_share, "seed": seed,
