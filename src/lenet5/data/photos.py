@@ -8,7 +8,10 @@ under one of :data:`KINDS` of conditions, each a way a real photo departs from a
 - ``vignette``: darker towards the corners;
 - ``ruled`` / ``squared``: lined or graph paper, lines 2 px wide;
 - ``grainy``: a noisy sensor, Gaussian noise of std 0.08 on every pixel;
-- ``shadow``: a hard-edged shadow over the left 40% of the page, through the digit.
+- ``shadow``: a hard-edged shadow over the left 40% of the page, through the digit;
+- ``corner-shadow``: a deeper one over the top-left corner (45% of each side), through the digit;
+- ``cropped``: the plain page cut to the digit's ink, nothing left round it (strokes run along
+  the edges of the picture).
 
 The tests (``tests/test_predict.py``) and ``benchmarks/bench_photos.py`` draw from it.
 """
@@ -18,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-KINDS = ("plain", "falloff", "vignette", "ruled", "squared", "grainy", "shadow")
+KINDS = ("plain", "falloff", "vignette", "ruled", "squared", "grainy", "shadow", "corner-shadow",
+         "cropped")
 H, W = 400, 300
 
 
@@ -39,9 +43,14 @@ def photo_page(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.
         page[:, c : c + 2] = 0.65
     if kind == "shadow":
         page[:, : int(0.4 * W)] *= 0.55
+    if kind == "corner-shadow":
+        page[: int(0.45 * H), : int(0.45 * W)] *= 0.4
     ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.Resampling.BILINEAR)) / 255
     img = page.copy()
     img[100:300, 50:250] *= 1 - 0.8 * ink
     if kind == "grainy":
         img += rng.normal(0, 0.08, img.shape)
+    if kind == "cropped":
+        rows, cols = np.flatnonzero(ink.max(1) > 0.5), np.flatnonzero(ink.max(0) > 0.5)
+        img = img[100 + rows[0] : 101 + rows[-1], 50 + cols[0] : 51 + cols[-1]]
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))

@@ -28,7 +28,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFilter, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: a 40-megapixel photo is still accepted
 BOX = 20  # MNIST: the digit's longer side
@@ -36,6 +36,8 @@ FIELD = 28  # MNIST: the field it is centred in
 NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
 MIN_CONTRAST = 0.08  # strongest ink vs background, in [0, 1] grey levels: below is blank
 GRAINY = 0.02  # a page whose grain (robust sigma, grey levels) exceeds this is median-filtered
+EDGED = 0.15  # one stretch of the outer ring this long off the fitted page: light with an edge?
+FITS = 0.02  # ... if the page read by an opening leaves no stretch longer than this off
 THIN = 1.5  # strokes thinner than this many output pixels are thickened (MNIST's: 2 to 4)
 # EXIF orientation -> the transpose that puts the picture upright (as ImageOps.exif_transpose).
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -307,11 +309,24 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     grey level, so light falling off across a photo is not taken for ink; what stands out of
     it by less than ``NOISE`` of the strongest ink, or by less than 4 sigma of the ring's own
     grain (a noisy sensor: then a 3x3 median filter first), is dropped; and ruled lines
-    crossing the whole page are taken out (:func:`drop_ruled_lines`)."""
+    crossing the whole page are taken out (:func:`drop_ruled_lines`). When no smooth surface
+    fits the ring (one stretch of it, ``EDGED`` of its length or more, off the fit) but the page
+    read from the image itself (:func:`page_by_opening`) does (no stretch over ``FITS`` off),
+    the light has an edge, a shadow's: that page is used, and on a light page the ink is
+    measured against the light falling on it (a shadowed stroke is as dark a stroke as a lit
+    one), provided the shade it finds reaches the border (a patch of "page" inside, cut off
+    from the border, is a stroke too thick for the opening: a tight crop of a bold 1). Ink
+    touching the edge of a tight crop leaves stretches off both pages."""
     light = float(np.median(_border(grey))) >= 0.5
     dark = 1.0 - grey if light else grey  # ink bright, on whatever the page is
     page, grain = page_surface(dark)
     ink = dark - page
+    if min(dark.shape) >= 32 and longest_off_stretch(ink, grain) >= EDGED:
+        opened = page_by_opening(dark)
+        if longest_off_stretch(dark - opened, grain) <= FITS and _shade_reaches_border(opened):
+            ink = dark - opened
+            if light:
+                ink /= np.maximum(1.0 - opened, 0.05)
     if grain > GRAINY:  # a noisy photo: a 3x3 median first, which keeps strokes' edges
         ink = np.asarray(Image.fromarray(ink.astype(np.float32), "F").filter(
             ImageFilter.MedianFilter(3)), np.float64)
@@ -330,9 +345,15 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
 def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
     """The page under the ink: a quadratic surface in x and y fitted to the border ring of
     ``a`` (ink bright), refitted twice without the ring pixels that stand out (ink touching
-    the edge, a line crossing it); and the spread of the ring about it (robust sigma), the
-    page's grain. A uniform ring gives a flat surface at its median, as a plain median would."""
+    the edge, a line crossing it); and the page's grain, the robust sigma of the steps from
+    pixel to pixel round the image's edge (over sqrt 2), which ink crossing the edge hardly
+    moves. A uniform ring gives a flat surface at its median, as a plain median would. When
+    the ring spreads about the fit by far more than its grain, the spread is ink, not light
+    (a digit cropped so tight that strokes run along the edge): the page is then flat, at
+    the level of the ring's lightest tenth."""
     h, w = a.shape
+    walk = _walk(a)
+    grain = 1.4826 * float(np.median(np.abs(np.diff(walk)))) / np.sqrt(2)
     k = _ring_width(h, w)
     ring = np.zeros((h, w), bool)
     ring[:k], ring[-k:], ring[:, :k], ring[:, -k:] = True, True, True, True
@@ -343,7 +364,7 @@ def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
     v = a[ys, xs]
     med = float(np.median(v))
     if h < 8 or w < 8 or np.all(v == med):  # too small to fit, or a flat page: its level
-        return np.full_like(a, med), 0.0
+        return np.full_like(a, med), grain
     u, t = xs / max(w - 1, 1) - 0.5, ys / max(h - 1, 1) - 0.5
     basis = np.stack([np.ones_like(u), u, t, u * u, u * t, t * t], 1)
     keep = np.abs(v - med) <= max(3 * 1.4826 * float(np.median(np.abs(v - med))), 0.02)
@@ -352,11 +373,72 @@ def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
         r = v - basis @ coef
         sigma = 1.4826 * float(np.median(np.abs(r[keep])))
         keep = np.abs(r) <= max(3 * sigma, 0.02)
+    if sigma > max(4 * grain, GRAINY):
+        return np.full_like(a, float(np.quantile(walk, 0.1))), grain
     uu = np.linspace(-0.5, 0.5, w)[None, :]
     tt = np.linspace(-0.5, 0.5, h)[:, None]
     surface = coef[0] + coef[1] * uu + coef[2] * tt + coef[3] * uu * uu + coef[4] * uu * tt \
         + coef[5] * tt * tt
-    return surface, sigma
+    return surface, grain
+
+
+def _walk(a: np.ndarray) -> np.ndarray:
+    """The pixels of the image's outer edge, one pixel wide, in order round it."""
+    return np.concatenate([a[0, :], a[1:, -1], a[-1, -2::-1], a[-2:0:-1, 0]])
+
+
+def longest_off_stretch(residual: np.ndarray, grain: float) -> float:
+    """The longest unbroken stretch of the image's outer ring (walked round, one pixel wide)
+    whose ``residual`` (image less fitted page) stands out of the grain, as a share of the
+    ring. A shadow across a side or a corner of the page makes one long stretch, and so can
+    ink touching the edge of a tight crop (up to a third of the ring on MNIST digits cropped
+    to their ink)."""
+    off = np.abs(_walk(residual)) > max(3 * grain, 0.02)
+    if off.all():
+        return 1.0
+    off = np.roll(off, -int(np.flatnonzero(~off)[0])).astype(np.int8)  # start on the page
+    edges = np.diff(np.concatenate(([0], off, [0])))
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return float(runs.max()) / len(off) if len(runs) else 0.0
+
+
+def page_by_opening(a: np.ndarray) -> np.ndarray:
+    """The page under bright ink read from ``a`` itself: a grey-level opening (a minimum, then
+    a maximum, over a square a quarter of the shorter side wide) takes away every mark
+    narrower than the square, strokes among them, and keeps what is wider, a shadow's edge
+    among that."""
+    k = max(3, min(a.shape) // 4) | 1
+    low = _running(_running(a, k, 0, np.minimum), k, 1, np.minimum)
+    return _running(_running(low, k, 0, np.maximum), k, 1, np.maximum)
+
+
+def _shade_reaches_border(page: np.ndarray) -> bool:
+    """Whether every part of the darker half of ``page`` (ink bright: its shade) is joined to
+    the image's border (flood fills from the border, Pillow's)."""
+    lo, hi = float(page.min()), float(page.max())
+    # A copy: Pillow's image of an array can be a read-only view, which floodfill leaves as is.
+    shade = Image.fromarray(((page - lo) > 0.5 * (hi - lo)).astype(np.uint8) * 255, "L").copy()
+    h, w = page.shape
+    for y, x in [(0, c) for c in range(w)] + [(h - 1, c) for c in range(w)] + \
+                [(r, 0) for r in range(h)] + [(r, w - 1) for r in range(h)]:
+        if shade.getpixel((x, y)) == 255:
+            ImageDraw.floodfill(shade, (x, y), 128)
+    return not (np.asarray(shade) == 255).any()
+
+
+def _running(a: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (``np.minimum`` or ``np.maximum``) over a centred window of ``k`` (odd) pixels
+    along ``axis``, the image's edge not counted: van Herk and Gil-Werman's running extremum,
+    three passes whatever ``k`` is (a prefix and a suffix extremum within blocks of ``k``)."""
+    a = np.moveaxis(a, axis, -1)
+    n, r = a.shape[-1], k // 2
+    blocks = -(-(n + 2 * r) // k)
+    p = np.full((*a.shape[:-1], blocks * k), np.inf if op is np.minimum else -np.inf)
+    p[..., r : r + n] = a
+    b = p.reshape(*a.shape[:-1], blocks, k)
+    prefix = op.accumulate(b, axis=-1).reshape(p.shape)
+    suffix = op.accumulate(b[..., ::-1], axis=-1)[..., ::-1].reshape(p.shape)
+    return np.moveaxis(op(suffix[..., :n], prefix[..., k - 1 : k - 1 + n]), -1, axis)
 
 
 def drop_ruled_lines(ink: np.ndarray, span: float = 0.9, thin: float = 0.04) -> np.ndarray:
