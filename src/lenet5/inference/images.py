@@ -36,6 +36,7 @@ FIELD = 28  # MNIST: the field it is centred in
 NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
 MIN_CONTRAST = 0.08  # strongest ink vs background, in [0, 1] grey levels: below is blank
 GRAINY = 0.02  # a page whose grain (robust sigma, grey levels) exceeds this is median-filtered
+SPECK = 6  # ... and ink with fewer inked pixels than this in its 5x5 square is grain, dropped
 EDGED = 0.15  # one stretch of the outer ring this long off the fitted page: light with an edge?
 FITS = 0.02  # ... if the page read by an opening leaves no stretch longer than this off
 THIN = 1.5  # strokes thinner than this many output pixels are thickened (MNIST's: 2 to 4)
@@ -327,7 +328,8 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
             ink = dark - opened
             if light:
                 ink /= np.maximum(1.0 - opened, 0.05)
-    if grain > GRAINY:  # a noisy photo: a 3x3 median first, which keeps strokes' edges
+    grainy = grain > GRAINY
+    if grainy:  # a noisy photo: a 3x3 median first, which keeps strokes' edges
         ink = np.asarray(Image.fromarray(ink.astype(np.float32), "F").filter(
             ImageFilter.MedianFilter(3)), np.float64)
         ring = _border(ink)
@@ -338,8 +340,21 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
         raise BlankImage("no digit found (blank image)")
     ink /= peak
     ink[ink < max(NOISE, 4 * grain / peak)] = 0.0
+    if grainy:  # specks of grain left above the floor, far from the digit, would widen its box
+        specks = (ink > 0) & (_count_around(ink > 0, 5) < SPECK)
+        if specks.sum() < (ink > 0).sum():
+            ink[specks] = 0.0
     ink = drop_ruled_lines(ink)
     return ink / ink.max()  # the strongest ink left is 1 again (never empty: see there)
+
+
+def _count_around(mask: np.ndarray, k: int) -> np.ndarray:
+    """How many pixels of ``mask`` lie in the ``k`` x ``k`` square round each pixel."""
+    r = k // 2
+    c = np.pad(mask.astype(np.int32), r).cumsum(0).cumsum(1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    h, w = mask.shape
+    return c[k : k + h, k : k + w] - c[:h, k : k + w] - c[k : k + h, :w] + c[:h, :w]
 
 
 def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
