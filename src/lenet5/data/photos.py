@@ -11,7 +11,8 @@ under one of :data:`KINDS` of conditions, each a way a real photo departs from a
 - ``shadow``: a hard-edged shadow over the left 40% of the page, through the digit;
 - ``corner-shadow``: a deeper one over the top-left corner (45% of each side), through the digit;
 - ``cropped``: the plain page cut to the digit's ink, nothing left round it (strokes run along
-  the edges of the picture).
+  the edges of the picture);
+- ``boxed``: the digit written in a box, as on a form or a cheque (a frame 4 px wide).
 
 The tests (``tests/test_predict.py``) and ``benchmarks/bench_photos.py`` draw from it.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 KINDS = ("plain", "falloff", "vignette", "ruled", "squared", "grainy", "shadow", "corner-shadow",
-         "cropped")
+         "cropped", "boxed")
 H, W = 400, 300
 
 
@@ -41,6 +42,9 @@ def photo_page(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.
         page[r : r + 2] = 0.6
     for c in range(10, W, step) if kind == "squared" else ():
         page[:, c : c + 2] = 0.65
+    if kind == "boxed":
+        page[60:340, 20:280] = 0.2
+        page[64:336, 24:276] = 0.85
     if kind == "shadow":
         page[:, : int(0.4 * W)] *= 0.55
     if kind == "corner-shadow":

@@ -344,7 +344,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
         specks = (ink > 0) & (_count_around(ink > 0, 5) < SPECK)
         if specks.sum() < (ink > 0).sum():
             ink[specks] = 0.0
-    ink = drop_ruled_lines(ink)
+    ink = drop_frame(drop_ruled_lines(ink))
     return ink / ink.max()  # the strongest ink left is 1 again (never empty: see there)
 
 
@@ -473,6 +473,45 @@ def drop_ruled_lines(ink: np.ndarray, span: float = 0.9, thin: float = 0.04) -> 
         if len(lines) >= 2:
             for a, b in lines:
                 m[a:b] = 0.0
+    return out if out.any() else ink
+
+
+def drop_frame(ink: np.ndarray, span: float = 0.9, thin: float = 0.1) -> np.ndarray:
+    """``ink`` without a box drawn round the digit (a form's field, a cheque's amount box): the
+    ink's extent edged on all four sides by a band inked across at least ``span`` of it, each
+    band within ``thin`` of the extent from its edge. All four or nothing: no digit is edged so
+    (a 0 drawn as a box leaves nothing once its frame is gone, and is returned as it is, as
+    are images under 32 px a side). Lines drawn askew are not found."""
+    if min(ink.shape) < 32:
+        return ink
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    box = ink[y0:y1, x0:x1] > 0
+    cuts = []
+    for m in (box, box.T):  # rows (top, bottom), then columns (left, right)
+        n = m.shape[0]
+        if n < 8:
+            return ink
+        full = m.mean(axis=1) >= span
+        part = m.mean(axis=1) >= 0.5  # a line's soft edge
+        reach = max(2, int(thin * n))
+        for idx in (np.arange(reach), np.arange(n - 1, n - 1 - reach, -1)):  # from each edge in
+            f, p = full[idx], part[idx]
+            hit = np.flatnonzero(f)
+            if not len(hit):
+                return ink
+            end = hit[0]
+            while end < reach and f[end]:  # the line
+                end += 1
+            while end < reach and p[end]:  # its soft edge
+                end += 1
+            if end >= reach:  # no way in: a stroke as wide as the extent (a 1), not a line
+                return ink
+            cuts.append(idx[:end])
+    out = ink.copy()
+    inner = out[y0:y1, x0:x1]  # a view
+    inner[np.concatenate(cuts[:2])] = 0.0
+    inner[:, np.concatenate(cuts[2:])] = 0.0
     return out if out.any() else ink
 
 
