@@ -130,10 +130,12 @@ def test_a_large_image_is_shrunk_as_it_is_decoded_and_read_the_same(fmt, digits,
     x, label = digits[0][2], digits[1][2]
     photo = Image.open(io.BytesIO(as_photo_png(x, scale=40))).convert("RGB")  # 1120x1120
     data = encoded(photo, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
-    full = load_image(data)
+    full = load_image(data, work_pixels=None)
     small = load_image(data, work_pixels=512 * 512)
     assert full.size == (1120, 1120) and small.width * small.height <= 512 * 512
     assert small.width >= 1120 // 4  # a whole factor: 3 (JPEG: decoded at 1/2, then halved)
+    # By default a file is read at about WORK_PIXELS (1120x1120 is 1.25 megapixels: halved).
+    assert load_image(data).width == 560
     a, b = preprocess(full), preprocess(small)
     assert predictor.predict(a)[0]["label"] == predictor.predict(b)[0]["label"] == label
     assert np.abs(a - b).max() < 0.15 and np.abs(a - b).mean() < 0.01
@@ -267,3 +269,16 @@ def test_random_arrays_preprocess_or_raise_predict_error(a):
         return
     assert x.shape == (28, 28) and x.dtype == np.float32 and np.isfinite(x).all()
     assert 0 <= x.min() and x.max() <= 1
+
+
+@pytest.mark.parametrize("side", [300, 3000])
+def test_a_shade_counts_as_light_only_where_it_reaches_the_border(side):
+    """The shadow path's guard (``images._shade_reaches_border``), on a photo's size and on one
+    ten times larger (where it works on a pooled mask, so its flood fill stays small)."""
+    from lenet5.inference.images import _shade_reaches_border
+
+    page = np.zeros((side, side * 3 // 4))
+    page[:, : side // 3] = 0.5  # a shadow over the left third: light, not ink
+    assert _shade_reaches_border(page)
+    page[side // 2 : side // 2 + side // 10, side // 2 : side // 2 + side // 20] = 0.9
+    assert not _shade_reaches_border(page)  # a thick stroke the opening kept, inside

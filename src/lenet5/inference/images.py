@@ -31,6 +31,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: a 40-megapixel photo is still accepted
+WORK_PIXELS = 1024 * 1024  # ... and shrunk as it is decoded to about this many (20 px are kept)
 BOX = 20  # MNIST: the digit's longer side
 FIELD = 28  # MNIST: the field it is centred in
 NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
@@ -60,7 +61,7 @@ class BlankImage(PredictError):
 
 
 def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, *,
-               work_pixels: int | None = None, formats: tuple[str, ...] | None = None,
+               work_pixels: int | None = WORK_PIXELS, formats: tuple[str, ...] | None = None,
                name: str | None = None) -> Image.Image:
     """Open an image file or its bytes as an ``L`` or ``RGB`` image with no alpha.
 
@@ -72,7 +73,7 @@ def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, *,
 
     ``work_pixels`` bounds what decoding costs: a larger image is shrunk by a whole factor
     (box averaging) as it is decoded (JPEG decodes at 1/2, 1/4 or 1/8 scale directly), so that
-    what follows works on at most about that many pixels. A problem is a :class:`PredictError`
+    what follows works on at most about that many pixels (``None``: the full size). A problem is a :class:`PredictError`
     whose message starts with ``name`` (default: the path, or ``<bytes>``).
     """
     if name is None:
@@ -431,9 +432,16 @@ def _shade_reaches_border(page: np.ndarray) -> bool:
     """Whether every part of the darker half of ``page`` (ink bright: its shade) is joined to
     the image's border (flood fills from the border, Pillow's)."""
     lo, hi = float(page.min()), float(page.max())
+    mask = (page - lo) > 0.5 * (hi - lo)
+    f = -(-max(mask.shape) // 256)  # Pillow's flood fill runs in Python: at most 256 px a side,
+    if f > 1:  # a block is shade if all of it is (so a thin link may break: then no, the safe side)
+        h, w = (-(-n // f) * f for n in mask.shape)
+        padded = np.zeros((h, w), bool)
+        padded[: mask.shape[0], : mask.shape[1]] = mask
+        mask = padded.reshape(h // f, f, w // f, f).all(axis=(1, 3))
     # A copy: Pillow's image of an array can be a read-only view, which floodfill leaves as is.
-    shade = Image.fromarray(((page - lo) > 0.5 * (hi - lo)).astype(np.uint8) * 255, "L").copy()
-    h, w = page.shape
+    shade = Image.fromarray(mask.astype(np.uint8) * 255, "L").copy()
+    h, w = mask.shape
     for y, x in [(0, c) for c in range(w)] + [(h - 1, c) for c in range(w)] + \
                 [(r, 0) for r in range(h)] + [(r, w - 1) for r in range(h)]:
         if shade.getpixel((x, y)) == 255:
