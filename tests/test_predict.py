@@ -119,13 +119,13 @@ def test_pen_drawings_fine_or_bold_on_a_large_page(predictor, width):
 
 
 @pytest.mark.parametrize("kind", ["falloff", "vignette", "ruled", "squared", "grainy", "shadow",
-                                  "corner-shadow", "cropped", "boxed"])
+                                  "corner-shadow", "cropped", "boxed", "neighbours"])
 def test_photos_under_uneven_light_on_lined_paper_grainy_cropped_or_boxed_read_as_the_plain_page(
         mnist_test, predictor, kind):
     """The page is a surface fitted to the border, not one grey level, or where the light has
     a hard edge, the page an opening reads; ruled lines across the page are dropped; a grainy
-    page is median-filtered and its stray specks dropped; a box drawn round the digit is taken
-    out. Before, light falling off across the
+    page is median-filtered and its stray specks dropped; a box drawn round the digit and
+    pieces of its neighbours cut by the picture's edges are taken out. Before, light falling off across the
     page alone took every one of these digits to a wrong answer, a shadow's edge most of them,
     and grain a third of them to a refusal."""
     x, y = mnist_test

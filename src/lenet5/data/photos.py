@@ -12,7 +12,9 @@ under one of :data:`KINDS` of conditions, each a way a real photo departs from a
 - ``corner-shadow``: a deeper one over the top-left corner (45% of each side), through the digit;
 - ``cropped``: the plain page cut to the digit's ink, nothing left round it (strokes run along
   the edges of the picture);
-- ``boxed``: the digit written in a box, as on a form or a cheque (a frame 4 px wide).
+- ``boxed``: the digit written in a box, as on a form or a cheque (a frame 4 px wide);
+- ``neighbours``: one digit of a number, with pieces of the digits beside it cut by the
+  picture's left and right edges (here pieces of the same digit, for want of its neighbours).
 
 The tests (``tests/test_predict.py``) and ``benchmarks/bench_photos.py`` draw from it.
 """
@@ -23,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 KINDS = ("plain", "falloff", "vignette", "ruled", "squared", "grainy", "shadow", "corner-shadow",
-         "cropped", "boxed")
+         "cropped", "boxed", "neighbours")
 H, W = 400, 300
 
 
@@ -52,6 +54,9 @@ def photo_page(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.
     ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.Resampling.BILINEAR)) / 255
     img = page.copy()
     img[100:300, 50:250] *= 1 - 0.8 * ink
+    if kind == "neighbours":  # the right of a digit at the left edge, the left of one at the right
+        img[100:300, :40] *= 1 - 0.8 * ink[:, 140:180]
+        img[100:300, -40:] *= 1 - 0.8 * ink[:, 20:60]
     if kind == "grainy":
         img += rng.normal(0, 0.08, img.shape)
     if kind == "cropped":

@@ -345,7 +345,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
         specks = (ink > 0) & (_count_around(ink > 0, 5) < SPECK)
         if specks.sum() < (ink > 0).sum():
             ink[specks] = 0.0
-    ink = drop_frame(drop_ruled_lines(ink))
+    ink = drop_neighbours(drop_frame(drop_ruled_lines(ink)))
     return ink / ink.max()  # the strongest ink left is 1 again (never empty: see there)
 
 
@@ -521,6 +521,35 @@ def drop_frame(ink: np.ndarray, span: float = 0.9, thin: float = 0.1) -> np.ndar
     inner[np.concatenate(cuts[:2])] = 0.0
     inner[:, np.concatenate(cuts[2:])] = 0.0
     return out if out.any() else ink
+
+
+def drop_neighbours(ink: np.ndarray) -> np.ndarray:
+    """``ink`` without the pieces of neighbouring digits a photo of one digit of a number cuts
+    at its edges: marks (8-connected) that touch the picture's edge and lie wholly left or
+    right of the marks that do not, when those hold at least a third of the ink. A digit's own
+    piece over or under the rest of it (a 5's bar, a broken 1) is kept, and so is everything
+    when the digit itself reaches the edge."""
+    from scipy import ndimage
+
+    if min(ink.shape) < 32:
+        return ink
+    lab, n = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return ink
+    edge = np.unique(_walk(lab))
+    edge = edge[edge > 0]
+    inner = (lab > 0) & ~np.isin(lab, edge)
+    if not len(edge) or ink[inner].sum() < ink.sum() / 3:
+        return ink
+    cols = np.flatnonzero(inner.any(axis=0))
+    x0, x1 = cols[0], cols[-1] + 1
+    out = ink.copy()
+    boxes = ndimage.find_objects(lab)
+    for k in edge:
+        xs = boxes[k - 1][1]
+        if xs.stop <= x0 or xs.start >= x1:
+            out[lab == k] = 0.0
+    return out
 
 
 def preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
