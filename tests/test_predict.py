@@ -119,7 +119,8 @@ def test_pen_drawings_fine_or_bold_on_a_large_page(predictor, width):
 
 
 @pytest.mark.parametrize("kind", ["falloff", "vignette", "ruled", "squared", "grainy", "shadow",
-                                  "corner-shadow", "cropped", "boxed", "neighbours"])
+                                  "corner-shadow", "cropped", "boxed", "neighbours",
+                                  "ruled-askew", "boxed-askew"])
 def test_photos_under_uneven_light_on_lined_paper_grainy_cropped_or_boxed_read_as_the_plain_page(
         mnist_test, predictor, kind):
     """The page is a surface fitted to the border, not one grey level, or where the light has

@@ -13,6 +13,8 @@ under one of :data:`KINDS` of conditions, each a way a real photo departs from a
 - ``cropped``: the plain page cut to the digit's ink, nothing left round it (strokes run along
   the edges of the picture);
 - ``boxed``: the digit written in a box, as on a form or a cheque (a frame 4 px wide);
+- ``ruled-askew`` / ``boxed-askew``: lined paper turned 3 degrees, a box turned 4 degrees, as a
+  hand-held photo turns them;
 - ``neighbours``: one digit of a number, with pieces of the digits beside it cut by the
   picture's left and right edges (here pieces of the same digit, for want of its neighbours).
 
@@ -25,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 KINDS = ("plain", "falloff", "vignette", "ruled", "squared", "grainy", "shadow", "corner-shadow",
-         "cropped", "boxed", "neighbours")
+         "cropped", "boxed", "ruled-askew", "boxed-askew", "neighbours")
 H, W = 400, 300
 
 
@@ -33,6 +35,10 @@ def photo_page(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.
     """``digit`` (28x28 uint8, ink bright) as dark ink on a page photographed as ``kind``."""
     if kind not in KINDS:
         raise ValueError(f"unknown photo kind {kind!r}; one of {', '.join(KINDS)}")
+    if kind.endswith("-askew"):
+        turn = {"ruled-askew": 3, "boxed-askew": 4}[kind]
+        page = photo_page(digit, kind.removesuffix("-askew"), rng)
+        return page.rotate(turn, Image.Resampling.BILINEAR, fillcolor=217)  # 217: the page's grey
     yy, xx = np.mgrid[0:H, 0:W] / np.array([H, W])[:, None, None]
     page = np.full((H, W), 0.85)
     if kind == "falloff":

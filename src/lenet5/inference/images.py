@@ -40,6 +40,7 @@ GRAINY = 0.02  # a page whose grain (robust sigma, grey levels) exceeds this is 
 SPECK = 6  # ... and ink with fewer inked pixels than this in its 5x5 square is grain, dropped
 EDGED = 0.15  # one stretch of the outer ring this long off the fitted page: light with an edge?
 FITS = 0.02  # ... if the page read by an opening leaves no stretch longer than this off
+ASKEW = 8.0  # ruled lines or a box turned up to this many degrees off the picture's axes are found
 THIN = 1.5  # strokes thinner than this many output pixels are thickened (MNIST's: 2 to 4)
 # EXIF orientation -> the transpose that puts the picture upright (as ImageOps.exif_transpose).
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -345,7 +346,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
         specks = (ink > 0) & (_count_around(ink > 0, 5) < SPECK)
         if specks.sum() < (ink > 0).sum():
             ink[specks] = 0.0
-    ink = drop_neighbours(drop_frame(drop_ruled_lines(ink)))
+    ink = drop_neighbours(drop_lines(ink))
     return ink / ink.max()  # the strongest ink left is 1 again (never empty: see there)
 
 
@@ -464,30 +465,141 @@ def _running(a: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarray:
     return np.moveaxis(op(suffix[..., :n], prefix[..., k - 1 : k - 1 + n]), -1, axis)
 
 
-def drop_ruled_lines(ink: np.ndarray, span: float = 0.9, thin: float = 0.04) -> np.ndarray:
+def drop_ruled_lines(ink: np.ndarray, span: float = 0.9, thin: float = 0.04,
+                     room: np.ndarray | None = None, pad: int = 0, least: int = 2,
+                     margins: bool = False) -> np.ndarray:
     """``ink`` without the ruled lines of lined or squared paper: bands of rows (or columns)
     inked across at least ``span`` of the page, each at most ``thin`` of it deep, when there
     are at least two (one full-width band is more likely a digit's own bar, as in a tightly
     cropped 7). Small images (under 32 px a side) and images that would be left with no ink
-    at all (a hairline box drawn as a 0) are returned as they are."""
+    at all (a hairline box drawn as a 0) are returned as they are. ``room``: where the page
+    is (a turned picture's corners are not), so spans are shares of it; ``pad``: rows either
+    side of a band cleared with it (a line turned straight is blurred a little); ``least``:
+    how many bands make ruled paper; ``margins``: only bands with rows two away on both sides
+    inked across at most 3/4 of ``span`` (a ruled line crosses a page; a digit's bar, cut
+    close and turned, has its stroke's curve beside it)."""
     if min(ink.shape) < 32:
         return ink
     out = ink.copy()
-    for m in (out, out.T):  # rows, then columns (a view: clearing it clears ``out``)
-        across = np.concatenate(([0], (m > 0).mean(axis=1) >= span, [0])).astype(np.int8)
-        edges = np.diff(across)  # +1 where a band of inked-across lines starts, -1 past its end
-        bands = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
-        lines = [(a, b) for a, b in bands if b - a <= max(1, thin * m.shape[0])]
-        if len(lines) >= 2:
+    room = np.ones(ink.shape, bool) if room is None else room
+    found = [_lines(m > 0, r, span, thin, margins)  # rows, columns: found before either is cleared
+             for m, r in ((ink, room), (ink.T, room.T))]
+    for m, lines in zip((out, out.T), found):  # views: clearing them clears ``out``
+        if len(lines) >= least:
             for a, b in lines:
-                m[a:b] = 0.0
+                m[max(0, a - pad) : b + pad] = 0.0
+    return out if out.any() else ink
+
+
+def _lines(m: np.ndarray, room: np.ndarray, span: float, thin: float,
+           margins: bool) -> list[tuple[int, int]]:
+    """Bands of rows of ``m`` inked across ``span`` of their room, at most ``thin`` of the
+    height deep (and with ``margins``, rows two away on both sides inked across at most 3/4
+    of ``span``)."""
+    cover = m.sum(axis=1) / np.maximum(room.sum(axis=1), 1)
+    n = len(cover)
+    return [(a, b) for a, b in _thin_bands(_across(m, room, span), thin * n)
+            if not margins or max(cover[max(a - 2, 0)], cover[min(b + 1, n - 1)]) <= 0.75 * span]
+
+
+def _across(m: np.ndarray, room: np.ndarray, span: float) -> np.ndarray:
+    """Per row of ``m``: inked across at least ``span`` of the row's ``room`` (and that room at
+    least half the width)."""
+    width = room.sum(axis=1)
+    return (m.sum(axis=1) >= span * width) & (width >= m.shape[1] / 2)
+
+
+def _thin_bands(rows: np.ndarray, deepest: float) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of true ``rows`` at most ``deepest`` (and 1) long."""
+    edges = np.diff(np.concatenate(([0], rows, [0])).astype(np.int8))
+    bands = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
+    return [(a, b) for a, b in bands if b - a <= max(1, deepest)]
+
+
+def line_angle(ink: np.ndarray, span: float = 0.8) -> float:
+    """The turn (degrees, within ``ASKEW`` either way) that brings the most thin bands of the
+    ink's extent straight (rows or columns inked across ``span`` of it: ruled lines or a box,
+    photographed askew), the most fully inked at that; 0 when no turn brings four. Searched in
+    whole degrees on the ink pooled to at most 64 px a side, then in tenths round the best on
+    at most 512 px, so it costs milliseconds whatever the size."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    m = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] > 0
+    if min(m.shape) < 32:
+        return 0.0
+    n, a = _best_turn(_pooled(m, 64), np.arange(-ASKEW, ASKEW + 0.5, 1.0), span)
+    if n < 4:  # ruled paper shows four lines or more, a box four edges; a digit seldom has four
+        return 0.0
+    return _best_turn(_pooled(m, 512), np.arange(a - 1.0, a + 1.05, 0.1), span)[1]
+
+
+def _pooled(m: np.ndarray, side: int) -> np.ndarray:
+    """``m`` shrunk by a whole factor to at most ``side`` px a side, a block true if any of it
+    is (thin lines survive)."""
+    f = -(-max(m.shape) // side)
+    if f == 1:
+        return m
+    h, w = (-(-n // f) * f for n in m.shape)
+    padded = np.zeros((h, w), bool)
+    padded[: m.shape[0], : m.shape[1]] = m
+    return padded.reshape(h // f, f, w // f, f).any(axis=(1, 3))
+
+
+def _best_turn(m: np.ndarray, angles: np.ndarray, span: float) -> tuple[int, float]:
+    """Of ``angles``, the turn of ``m`` with the most thin inked-across bands (then the most
+    ink in them, then the least turn), and that count."""
+    mask = Image.fromarray(m.astype(np.uint8) * 255, "L")
+    whole = Image.new("L", mask.size, 255)
+    best = (0, 0.0, 0.0)
+    for a in np.round(angles, 2):
+        t = np.asarray(mask.rotate(a, Image.Resampling.NEAREST)) > 0
+        r = np.asarray(whole.rotate(a, Image.Resampling.NEAREST)) > 0
+        n, inked = 0, 0.0
+        for tm, rm in ((t, r), (t.T, r.T)):
+            cover = tm.sum(axis=1) / np.maximum(rm.sum(axis=1), 1)
+            bands = _thin_bands(_across(tm, rm, span), 0.1 * tm.shape[0])
+            n += len(bands)
+            inked += sum(float(cover[b0:b1].sum()) for b0, b1 in bands)
+        if (n, inked, -abs(a)) > (best[0], best[1], -abs(best[2])):
+            best = (n, inked, float(a))
+    return best[0], best[2]
+
+
+def drop_lines(ink: np.ndarray) -> np.ndarray:
+    """:func:`drop_ruled_lines`, then :func:`drop_frame`, straight or, where the lines run askew
+    (:func:`line_angle`), found on the ink turned to bring them straight: the rows and columns
+    they clear there, drawn across the whole picture, 2 px wider each side, turned back and
+    cleared from the ink as it was (the digit is not turned). Lines found straight are taken
+    out first; the turn is looked for in what is left."""
+    ink = drop_frame(drop_ruled_lines(ink))
+    if min(ink.shape) < 32 or not ink.any():
+        return ink
+    a = line_angle(ink)  # what is left may still run askew
+    if a == 0.0:
+        return ink
+    turn = Image.fromarray(ink.astype(np.float32), "F").rotate(a, Image.Resampling.BILINEAR)
+    room = np.asarray(Image.new("L", turn.size, 255).rotate(a, Image.Resampling.NEAREST)) > 0
+    turned = np.clip(np.asarray(turn, np.float64), 0.0, None)
+    turned[turned < NOISE * turned.max()] = 0.0
+    gone = (turned > 0) & (drop_frame(drop_ruled_lines(turned, span=0.8, room=room, least=4,
+                                                          margins=True)) == 0)
+    if not gone.any():
+        return ink
+    lines = np.zeros(gone.shape, bool)
+    lines[gone.sum(axis=1) >= 0.5 * np.maximum(room.sum(axis=1), 1)] = True
+    lines[:, gone.sum(axis=0) >= 0.5 * np.maximum(room.sum(axis=0), 1)] = True
+    lines = dilate3(dilate3(lines.astype(np.float64))) > 0
+    back = Image.fromarray(lines.astype(np.uint8) * 255, "L").rotate(-a, Image.Resampling.NEAREST)
+    out = ink.copy()
+    out[np.asarray(back) > 0] = 0.0
     return out if out.any() else ink
 
 
 def drop_frame(ink: np.ndarray, span: float = 0.9, thin: float = 0.1) -> np.ndarray:
     """``ink`` without a box drawn round the digit (a form's field, a cheque's amount box): the
     ink's extent edged on all four sides by a band inked across at least ``span`` of it, each
-    band within ``thin`` of the extent from its edge. All four or nothing: no digit is edged so
+    band within ``thin`` of the extent from its edge and followed by a margin (a row or column
+    at most 30% inked, as strokes touching the box leave it). All four or nothing: no digit is
+    edged so
     (a 0 drawn as a box leaves nothing once its frame is gone, and is returned as it is, as
     are images under 32 px a side). Lines drawn askew are not found."""
     if min(ink.shape) < 32:
@@ -513,8 +625,8 @@ def drop_frame(ink: np.ndarray, span: float = 0.9, thin: float = 0.1) -> np.ndar
                 end += 1
             while end < reach and p[end]:  # its soft edge
                 end += 1
-            if end >= reach:  # no way in: a stroke as wide as the extent (a 1), not a line
-                return ink
+            if end >= reach or m[idx[end]].mean() > 0.3:  # no way in, or no margin inside:
+                return ink  # a stroke as wide as the extent (a 1), or a digit's own curve
             cuts.append(idx[:end])
     out = ink.copy()
     inner = out[y0:y1, x0:x1]  # a view
