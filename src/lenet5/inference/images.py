@@ -370,7 +370,8 @@ def page_surface(a: np.ndarray) -> tuple[np.ndarray, float]:
     the level of the ring's lightest tenth."""
     h, w = a.shape
     walk = _walk(a)
-    grain = 1.4826 * float(np.median(np.abs(np.diff(walk)))) / np.sqrt(2)
+    steps = np.abs(np.diff(walk))
+    grain = 1.4826 * float(np.median(steps)) / np.sqrt(2) if len(steps) else 0.0
     k = _ring_width(h, w)
     ring = np.zeros((h, w), bool)
     ring[:k], ring[-k:], ring[:, :k], ring[:, -k:] = True, True, True, True
