@@ -434,13 +434,9 @@ def _shade_reaches_border(page: np.ndarray) -> bool:
     """Whether every part of the darker half of ``page`` (ink bright: its shade) is joined to
     the image's border (flood fills from the border, Pillow's)."""
     lo, hi = float(page.min()), float(page.max())
-    mask = (page - lo) > 0.5 * (hi - lo)
-    f = -(-max(mask.shape) // 256)  # Pillow's flood fill runs in Python: at most 256 px a side,
-    if f > 1:  # a block is shade if all of it is (so a thin link may break: then no, the safe side)
-        h, w = (-(-n // f) * f for n in mask.shape)
-        padded = np.zeros((h, w), bool)
-        padded[: mask.shape[0], : mask.shape[1]] = mask
-        mask = padded.reshape(h // f, f, w // f, f).all(axis=(1, 3))
+    # Pillow's flood fill runs in Python: at most 256 px a side, a block shade if all of it is
+    # (so a thin link may break: then the answer is no, the safe side).
+    mask = _pooled((page - lo) > 0.5 * (hi - lo), 256, np.all)
     # A copy: Pillow's image of an array can be a read-only view, which floodfill leaves as is.
     shade = Image.fromarray(mask.astype(np.uint8) * 255, "L").copy()
     h, w = mask.shape
@@ -533,16 +529,16 @@ def line_angle(ink: np.ndarray, span: float = 0.8) -> float:
     return _best_turn(_pooled(m, 512), np.arange(a - 1.0, a + 1.05, 0.1), span)[1]
 
 
-def _pooled(m: np.ndarray, side: int) -> np.ndarray:
-    """``m`` shrunk by a whole factor to at most ``side`` px a side, a block true if any of it
-    is (thin lines survive)."""
+def _pooled(m: np.ndarray, side: int, block=np.any) -> np.ndarray:
+    """``m`` shrunk by a whole factor to at most ``side`` px a side, a block true if ``block``
+    of it is (``np.any``: thin lines survive; ``np.all``). Past the edge counts as false."""
     f = -(-max(m.shape) // side)
     if f == 1:
         return m
     h, w = (-(-n // f) * f for n in m.shape)
     padded = np.zeros((h, w), bool)
     padded[: m.shape[0], : m.shape[1]] = m
-    return padded.reshape(h // f, f, w // f, f).any(axis=(1, 3))
+    return block(padded.reshape(h // f, f, w // f, f), axis=(1, 3))
 
 
 def _best_turn(m: np.ndarray, angles: np.ndarray, span: float) -> tuple[int, float]:
