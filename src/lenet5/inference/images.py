@@ -74,8 +74,9 @@ def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, *,
 
     ``work_pixels`` bounds what decoding costs: a larger image is shrunk by a whole factor
     (box averaging) as it is decoded (JPEG decodes at 1/2, 1/4 or 1/8 scale directly), so that
-    what follows works on at most about that many pixels (``None``: the full size). A problem is a :class:`PredictError`
-    whose message starts with ``name`` (default: the path, or ``<bytes>``).
+    what follows works on at most about that many pixels (``None``: the full size). A problem
+    is a :class:`PredictError` whose message starts with ``name`` (default: the path, or
+    ``<bytes>``).
     """
     if name is None:
         name = "<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else str(src)
@@ -414,10 +415,8 @@ def longest_off_stretch(residual: np.ndarray, grain: float) -> float:
     off = np.abs(_walk(residual)) > max(3 * grain, 0.02)
     if off.all():
         return 1.0
-    off = np.roll(off, -int(np.flatnonzero(~off)[0])).astype(np.int8)  # start on the page
-    edges = np.diff(np.concatenate(([0], off, [0])))
-    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-    return float(runs.max()) / len(off) if len(runs) else 0.0
+    off = np.roll(off, -int(np.flatnonzero(~off)[0]))  # start on the page: no run wraps round
+    return max((b - a for a, b in _runs(off)), default=0) / len(off)
 
 
 def page_by_opening(a: np.ndarray) -> np.ndarray:
@@ -508,9 +507,19 @@ def _across(m: np.ndarray, room: np.ndarray, span: float) -> np.ndarray:
 
 def _thin_bands(rows: np.ndarray, deepest: float) -> list[tuple[int, int]]:
     """``(start, stop)`` of each run of true ``rows`` at most ``deepest`` (and 1) long."""
-    edges = np.diff(np.concatenate(([0], rows, [0])).astype(np.int8))
-    bands = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
-    return [(a, b) for a, b in bands if b - a <= max(1, deepest)]
+    return [(a, b) for a, b in _runs(rows) if b - a <= max(1, deepest)]
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of true ``flags``."""
+    edges = np.diff(np.concatenate(([0], flags, [0])).astype(np.int8))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def _extent(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """``y0, y1, x0, x1``: the rows and columns the ink spans (it must have some)."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 
 def line_angle(ink: np.ndarray, span: float = 0.8) -> float:
@@ -519,8 +528,8 @@ def line_angle(ink: np.ndarray, span: float = 0.8) -> float:
     photographed askew), the most fully inked at that; 0 when no turn brings four. Searched in
     whole degrees on the ink pooled to at most 64 px a side, then in tenths round the best on
     at most 512 px, so it costs milliseconds whatever the size."""
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    m = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] > 0
+    y0, y1, x0, x1 = _extent(ink)
+    m = ink[y0:y1, x0:x1] > 0
     if min(m.shape) < 32:
         return 0.0
     n, a = _best_turn(_pooled(m, 64), np.arange(-ASKEW, ASKEW + 0.5, 1.0), span)
@@ -596,13 +605,11 @@ def drop_frame(ink: np.ndarray, span: float = 0.9, thin: float = 0.1) -> np.ndar
     ink's extent edged on all four sides by a band inked across at least ``span`` of it, each
     band within ``thin`` of the extent from its edge and followed by a margin (a row or column
     at most 30% inked, as strokes touching the box leave it). All four or nothing: no digit is
-    edged so
-    (a 0 drawn as a box leaves nothing once its frame is gone, and is returned as it is, as
-    are images under 32 px a side). Lines drawn askew are not found."""
+    edged so (a 0 drawn as a box leaves nothing once its frame is gone, and is returned as it
+    is, as are images under 32 px a side). A box drawn askew: :func:`drop_lines`."""
     if min(ink.shape) < 32:
         return ink
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    y0, y1, x0, x1 = _extent(ink)
     box = ink[y0:y1, x0:x1] > 0
     cuts = []
     for m in (box, box.T):  # rows (top, bottom), then columns (left, right)
@@ -668,8 +675,7 @@ def preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
     comes out nearly unchanged.
     """
     ink = ink_map(to_grey(img))
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    y0, y1, x0, x1 = _extent(ink)
     scale = BOX / max(y1 - y0, x1 - x0)
     # A margin of two output pixels keeps the resampling filter's support inside the crop.
     m = int(np.ceil(2 / scale))
