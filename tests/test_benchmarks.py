@@ -164,7 +164,7 @@ def test_bench_train_speed_quick(tmp_path, data_root):
     assert [(row["condition"], row["batch"]) for row in r["rows"]] == [("idle", 64), ("busy", 64)]
     for row in r["rows"]:
         assert row["lenet5 train"]["engine"] == "compiled"  # the default engine on a CPU
-        assert row["lenet5 train --engine torch"]["engine"] == "torch"
+        assert "lenet5 train --engine torch" not in row  # the full run's columns only
         assert all(row[w]["images_per_s"] > 0 for w in ("lenet5 train", "plain script"))
     assert set(r["evaluation_batch_1024"]) == {"compiled", "torch", "compiled_2_threads"}
     assert all(v > 0 for v in r["evaluation_batch_1024"].values())

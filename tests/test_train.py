@@ -37,19 +37,20 @@ def test_modern_one_epoch_10k_accuracy_floor(data_root, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine, seed", [("torch", 1), ("numpy", 0)])
-def test_sdlm_one_pass_10k_accuracy_floor(data_root, tmp_path, engine, seed):
-    """The paper's recipe (MAP, SDLM, batch 1, eta 5e-4) for one pass over 10,000 images.
+def test_sdlm_one_pass_5k_accuracy_floor(data_root, tmp_path, engine, seed):
+    """The paper's recipe (MAP, SDLM, batch 1, eta 5e-4) for one pass over 5,000 images.
 
-    Measured test accuracy: torch engine 94.78% / 95.41% / 95.90% (seeds 0 / 1 / 2), NumPy
-    engine 95.76% / 96.02% (seeds 0 / 1); the two engines draw different initial weights from
-    the same seed (each measured with `lenet5 train --preset paper --epochs 1 --limit-train 10000
-    --deterministic --threads 1 --seed S --engine E`). The seeds here are fixed and the runs
-    deterministic, so the floor is exact.
+    Measured test accuracy: torch engine 93.17% (seed 1), NumPy engine 94.29% (seed 0); the two
+    engines draw different initial weights from the same seed (each measured with `lenet5 train
+    --preset paper --epochs 1 --limit-train 5000 --deterministic --threads 1 --seed S --engine
+    E`; over 10,000 images, as this test ran until session 14: torch 94.78-95.90% over seeds 0-2,
+    NumPy 95.76-96.02%). The seeds are fixed and the runs deterministic; the floor leaves a
+    point for another CPU's rounding. An untrained network reads 10%.
     """
-    cfg = cfg_for(data_root, tmp_path / "run", preset="paper", epochs=1, limit_train=10000,
+    cfg = cfg_for(data_root, tmp_path / "run", preset="paper", epochs=1, limit_train=5000,
                   engine=engine, seed=seed, deterministic=True, threads=1)
     row = train(cfg, log=lambda *a: None)
-    assert 1 - row["test_error"] >= 0.95, row
+    assert 1 - row["test_error"] >= 0.92, row
 
 
 def test_checkpoint_is_self_describing_and_atomic(data_root, tmp_path):
