@@ -19,6 +19,13 @@ fuse multiply-adds (``contract``) and reorder sums (``reassoc``), so it vectoris
 and halves the instructions of every multiply-add. Outputs differ from the exact kernels by
 rounding (about 1e-7 relative in float32); NaN and inf keep their meaning (no ``nnan``/``ninf``),
 so a diverged model still shows NaN outputs.
+
+Compile time. A kernel called from another with a constant argument (``f(x, 28)``) is typed
+with ``Literal[int](28)`` and compiled once per distinct constant, with everything it calls.
+Where the constant buys nothing, callers pass ``np.int64(c)`` or ``np.bool_(b)`` (plain types):
+the modern model's training pass compiled in 111 s instead of 152 s that way (one process,
+float32, :mod:`.kernels_modern`), and its ``forward``/``backward`` called from Python and from
+the pass share one compiled body.
 """
 
 from numba import njit
