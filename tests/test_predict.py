@@ -366,6 +366,7 @@ def test_features_of_every_layer(predictor, mnist_test):
         np.testing.assert_array_equal(maps[name], v)
 
 
+@pytest.mark.slow  # 300 pages written, read back and cleaned: 14-24 s
 def test_rendered_digits_accuracy(predictor, mnist_test, tmp_path):
     # Real MNIST test digits handed over the way a user would: dark ink on a light, larger,
     # shaded and noisy page, off-centre and rescaled; a third saved as JPEG, a third grey PNG.
