@@ -118,9 +118,13 @@ def test_pen_drawings_fine_or_bold_on_a_large_page(predictor, width):
         assert predictor.predict(x)[0]["label"] == label, (label, width)
 
 
-@pytest.mark.parametrize("kind", ["falloff", "vignette", "ruled", "squared", "grainy", "shadow",
-                                  "corner-shadow", "cropped", "boxed", "neighbours",
-                                  "ruled-askew", "boxed-askew"])
+QUICK_PHOTOS = ("falloff", "ruled", "grainy", "boxed")  # the rest in the slow tier (2-8 s each)
+
+
+@pytest.mark.parametrize("kind", [
+    k if k in QUICK_PHOTOS else pytest.param(k, marks=pytest.mark.slow)
+    for k in ("falloff", "vignette", "ruled", "squared", "grainy", "shadow", "corner-shadow",
+              "cropped", "boxed", "neighbours", "ruled-askew", "boxed-askew")])
 def test_photos_under_uneven_light_on_lined_paper_grainy_cropped_or_boxed_read_as_the_plain_page(
         mnist_test, predictor, kind):
     """The page is a surface fitted to the border, not one grey level, or where the light has
