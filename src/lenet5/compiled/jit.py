@@ -21,11 +21,12 @@ rounding (about 1e-7 relative in float32); NaN and inf keep their meaning (no ``
 so a diverged model still shows NaN outputs.
 
 Compile time. A kernel called from another with a constant argument (``f(x, 28)``) is typed
-with ``Literal[int](28)`` and compiled once per distinct constant, with everything it calls.
-Where the constant buys nothing, callers pass ``np.int64(c)`` or ``np.bool_(b)`` (plain types):
-the modern model's training pass compiled in 111 s instead of 152 s that way (one process,
-float32, :mod:`.kernels_modern`), and its ``forward``/``backward`` called from Python and from
-the pass share one compiled body.
+with ``Literal[int](28)`` and compiled once per distinct constant, with everything it calls: the
+modern model's batch-norm kernels compile once per layer. That is kept on purpose: passing the
+map sizes as plain ``np.int64`` values compiled the modern training pass 1.2x faster but ran it
+at 0.83x the speed (session 14, ``benchmarks/bench_compile.py``, JSON
+``benchmarks/results/compile-plain-sizes.json``); the loops those sizes bound run faster
+compiled for them.
 """
 
 from numba import njit

@@ -70,10 +70,6 @@ def views(theta, offs, widths):
                cut(16).reshape(10, w6), cut(17))
 
 
-_i = np.int64  # _i(c): an int64, not a Literal[int](c), so a callee compiles once, not once per
-# constant it is called with (see lenet5.compiled.jit)
-
-
 @jit
 def stat_views(stats, widths, k):
     """Running mean and variance of batch-norm ``k`` (0-3: c1, c3, c5, f6) in ``stats``."""
@@ -123,22 +119,22 @@ def forward(theta, offs, widths, stats, counts, act, pool, bn, p, training, w, n
     o1, i1, plan1 = _pairs(w1, 1)
     blocks.conv_forward_batch(w.x.reshape(w.x.shape[0], 1, 1024), 32, P.c1w, P.c1b, o1, i1,
                               plan1, w.z1, n)
-    _norm_act(w.z1[:n], w.y1[:n], _i(28), _i(32), _i(28), P.n1w, P.n1b, stats, counts, _i(0),
-              widths, act, bn, training, w.bn)
+    _norm_act(w.z1[:n], w.y1[:n], 28, 32, 28, P.n1w, P.n1b, stats, counts, 0, widths, act, bn,
+              training, w.bn)
     blocks.pool_forward(pool, w.y1[:n], 32, 28, w.p1[:n], w.a1[:n])  # (n, w1, 14*14)
     conv_lanes.conv3_forward(w.p1, P.c3w, P.c3b, w.z3, n)  # (n, w3, 10*14) wide
-    _norm_act(w.z3[:n], w.y3[:n], _i(10), _i(14), _i(10), P.n3w, P.n3b, stats, counts, _i(1),
-              widths, act, bn, training, w.bn)
+    _norm_act(w.z3[:n], w.y3[:n], 10, 14, 10, P.n3w, P.n3b, stats, counts, 1, widths, act, bn,
+              training, w.bn)
     blocks.pool_forward(pool, w.y3[:n], 14, 10, w.p3[:n], w.a3[:n])  # (n, w3, 5*5)
     blocks.linear_forward_batch(P.c5w, P.c5b, w.p3[:n].reshape(n, w3 * 25), w.z5[:n])  # all S4
-    _norm_act(w.z5[:n].reshape(n, w5, 1), w.y5[:n].reshape(n, w5, 1), _i(1), _i(1), _i(1), P.n5w,
-              P.n5b, stats, counts, _i(2), widths, act, bn, training, w.bn)
+    _norm_act(w.z5[:n].reshape(n, w5, 1), w.y5[:n].reshape(n, w5, 1), 1, 1, 1, P.n5w, P.n5b,
+              stats, counts, 2, widths, act, bn, training, w.bn)
     w.u5[:n] = w.y5[:n]
     if training and p > 0:
         blocks.dropout_forward(p, w.u5[:n].reshape(-1), w.m5[:n].reshape(-1))
     blocks.linear_forward_batch(P.f6w, P.f6b, w.u5[:n], w.z6[:n])
-    _norm_act(w.z6[:n].reshape(n, w6, 1), w.y6[:n].reshape(n, w6, 1), _i(1), _i(1), _i(1), P.n6w,
-              P.n6b, stats, counts, _i(3), widths, act, bn, training, w.bn)
+    _norm_act(w.z6[:n].reshape(n, w6, 1), w.y6[:n].reshape(n, w6, 1), 1, 1, 1, P.n6w, P.n6b,
+              stats, counts, 3, widths, act, bn, training, w.bn)
     w.u6[:n] = w.y6[:n]
     if training and p > 0:
         blocks.dropout_forward(p, w.u6[:n].reshape(-1), w.m6[:n].reshape(-1))
@@ -156,24 +152,24 @@ def backward(theta, grad, offs, widths, act, pool, bn, p, training, w, n):
     blocks.linear_backward_batch(P.hw, w.u6[:n], w.dout[:n], G.hw, G.hb, w.d6[:n])
     if drop:
         w.d6[:n] *= w.m6[:n]
-    _act_norm_back(w.d6[:n].reshape(n, w6, 1), _i(0), w.z6[:n].reshape(n, w6, 1),
-                   w.y6[:n].reshape(n, w6, 1), _i(1), _i(1), _i(1), P.n6w, G.n6w, G.n6b, _i(3),
-                   act, bn, training, w.bn)
+    _act_norm_back(w.d6[:n].reshape(n, w6, 1), 0, w.z6[:n].reshape(n, w6, 1),
+                   w.y6[:n].reshape(n, w6, 1), 1, 1, 1, P.n6w, G.n6w, G.n6b, 3, act, bn,
+                   training, w.bn)
     blocks.linear_backward_batch(P.f6w, w.u5[:n], w.d6[:n], G.f6w, G.f6b, w.d5[:n])
     if drop:
         w.d5[:n] *= w.m5[:n]
-    _act_norm_back(w.d5[:n].reshape(n, w5, 1), _i(0), w.z5[:n].reshape(n, w5, 1),
-                   w.y5[:n].reshape(n, w5, 1), _i(1), _i(1), _i(1), P.n5w, G.n5w, G.n5b, _i(2),
-                   act, bn, training, w.bn)
+    _act_norm_back(w.d5[:n].reshape(n, w5, 1), 0, w.z5[:n].reshape(n, w5, 1),
+                   w.y5[:n].reshape(n, w5, 1), 1, 1, 1, P.n5w, G.n5w, G.n5b, 2, act, bn,
+                   training, w.bn)
     blocks.linear_backward_batch(P.c5w, w.p3[:n].reshape(n, w3 * 25), w.d5[:n], G.c5w, G.c5b,
                                  w.dp3[:n])
     blocks.pool_backward(pool, w.dp3[:n].reshape(n, w3, 25), w.a3[:n], 14, 5, w.dy3[:n])
-    _act_norm_back(w.dy3[:n], _i(PAD), w.z3[:n], w.y3[:n], _i(10), _i(14), _i(10), P.n3w, G.n3w,
-                   G.n3b, _i(1), act, bn, training, w.bn)
+    _act_norm_back(w.dy3[:n], PAD, w.z3[:n], w.y3[:n], 10, 14, 10, P.n3w, G.n3w, G.n3b, 1, act,
+                   bn, training, w.bn)
     conv_lanes.conv3_backward(w.p1, P.c3w, w.dy3, G.c3w, G.c3b, w.dp1, n)
     blocks.pool_backward(pool, w.dp1[:n], w.a1[:n], 32, 14, w.dy1[:n])
-    _act_norm_back(w.dy1[:n], _i(PAD), w.z1[:n], w.y1[:n], _i(28), _i(32), _i(28), P.n1w, G.n1w,
-                   G.n1b, _i(0), act, bn, training, w.bn)
+    _act_norm_back(w.dy1[:n], PAD, w.z1[:n], w.y1[:n], 28, 32, 28, P.n1w, G.n1w, G.n1b, 0, act,
+                   bn, training, w.bn)
     blocks.conv_backward_batch(w.x.reshape(w.x.shape[0], 1, 1024), 32, P.c1w, w.dy1, o1, i1,
                                plan1, G.c1w, G.c1b, w.no_dx.reshape(0, 0, 0), n)
 
@@ -192,13 +188,13 @@ def train_pass(theta, grad, offs, widths, stats, counts, act, pool, bn, p, image
         for b in range(n):
             inputs.load_pattern(images, order[start + b], divisor, shift, scale, ranges, tmp,
                                 w.x[b])
-        forward(theta, offs, widths, stats, counts, act, pool, bn, p, np.bool_(True), w, n)
+        forward(theta, offs, widths, stats, counts, act, pool, bn, p, True, w, n)
         for b in range(n):
             target = labels[order[start + b]]
             total += losses.loss_grad(loss_kind, w.out[b], target, 1.0 / n, 0.0, smoothing,
                                       w.dout[b])
             errors += losses.wrong(loss_kind, w.out[b], target)
-        backward(theta, grad, offs, widths, act, pool, bn, p, np.bool_(True), w, n)
+        backward(theta, grad, offs, widths, act, pool, bn, p, True, w, n)
         lr = lrs[k] if lrs.shape[0] > 1 else lrs[0]
         updates.apply_parallel(opt_kind, theta, grad, buf1, buf2, lr, hyper, step + k + 1,
                                first and k == 0)
