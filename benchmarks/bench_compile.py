@@ -29,9 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, machine_info, markdown_table, write_result
+from common import RESULTS, machine_info, markdown_table, worktree, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("modern pass", "modern evaluation", "1998 curvature", "1998 pass", "1998 evaluation")
 
 
@@ -109,14 +108,8 @@ def main() -> int:
     info = machine_info(threads=1)
     results = {"HEAD": child(None, args.data_dir)}
     if args.before:
-        with tempfile.TemporaryDirectory() as tmp:
-            tree = Path(tmp) / "before"
-            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.before],
-                           cwd=ROOT, check=True)
-            try:
-                results[args.before] = child(tree / "src", args.data_dir)
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+        with worktree(args.before) as tree:
+            results[args.before] = child(tree / "src", args.data_dir)
             if not results[args.before]["package"].startswith(str(tree)):
                 raise SystemExit(f"the child read {results[args.before]['package']}, not {tree}")
 

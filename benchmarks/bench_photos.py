@@ -20,12 +20,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, machine_info, markdown_table, write_result
+from common import RESULTS, machine_info, markdown_table, worktree, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,19 +88,13 @@ def main() -> int:
     info = machine_info(threads=1)
     results = {"HEAD": measure(args.data_dir, args.n, args.models)}
     if args.before:
-        with tempfile.TemporaryDirectory() as tmp:
-            tree = Path(tmp) / "before"
-            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.before],
-                           cwd=ROOT, check=True)
-            try:
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                    [str(tree / "src"), str(Path(__file__).parent)])}
-                proc = subprocess.run([sys.executable, __file__, "--child", "--n", str(args.n),
-                                       "--data-dir", args.data_dir, "--models", *args.models],
-                                      env=env, capture_output=True, text=True, check=True)
-                results[args.before] = json.loads(proc.stdout.strip().splitlines()[-1])
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+        with worktree(args.before) as tree:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [str(tree / "src"), str(Path(__file__).parent)])}
+            proc = subprocess.run([sys.executable, __file__, "--child", "--n", str(args.n),
+                                   "--data-dir", args.data_dir, "--models", *args.models],
+                                  env=env, capture_output=True, text=True, check=True)
+            results[args.before] = json.loads(proc.stdout.strip().splitlines()[-1])
         if not results[args.before]["package"].startswith(str(tree)):
             raise SystemExit(f"the child read {results[args.before]['package']}, not {tree}")
 

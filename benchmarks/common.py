@@ -22,8 +22,10 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,17 @@ def with_earlier_probes(path: str | Path, probes: dict, only: bool) -> dict:
         return {**json.loads(path.read_text()).get("probes", {}), **probes}
     return probes
 
+
+
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The repository at commit ``rev``, checked out in a temporary git worktree (removed after):
+    for ``--before REV`` measurements of the package as it was."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), rev], cwd=REPO,
+                       check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
