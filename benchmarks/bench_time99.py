@@ -17,14 +17,20 @@ exit), and a probe process that times the start-up's parts alone (interpreter, i
 reading the data); for the script, from its own events. Also recorded: the 1-minute load
 average before each process, since other jobs on the machine slow everything down.
 
-    python benchmarks/bench_time99.py --data-dir ../shared/data --threads 2
+``--before REV`` also runs ``lenet5 train --preset fast`` as it was at commit ``REV`` (a
+temporary git worktree), each seed right after HEAD's, so the two compare in the same minutes;
+one untimed short run of each first loads (or, for ``REV``, compiles) the Numba kernels.
+
+    python benchmarks/bench_time99.py --data-dir ../shared/data --threads 2 [--before REV]
     python benchmarks/bench_time99.py --data-dir ../shared/data --quick      # < 1 min, no 99%
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import statistics
 import sys
@@ -39,6 +45,7 @@ from common import (
     machine_info,
     markdown_table,
     run_timed,
+    worktree,
     write_result,
 )
 
@@ -57,11 +64,13 @@ print(json.dumps({"t_first": t_first, "t_imports": t_imports, "t_data": time.tim
 """
 
 
-def train_fast(run_dir: Path, common: list[str], extra: list[str], target: float) -> dict:
-    """One ``lenet5 train --preset fast`` process: its events and the time to the target."""
+def train_fast(run_dir: Path, common: list[str], extra: list[str], target: float,
+               env: dict | None = None) -> dict:
+    """One ``lenet5 train --preset fast`` process: its events and the time to the target.
+    ``env``: the child's environment (``--before``: ``PYTHONPATH`` at the old tree)."""
     cmd = [sys.executable, "-m", "lenet5", "train", "--preset", "fast", "--no-progress",
            "--out", str(run_dir), *common, *extra]
-    run = run_timed(cmd)
+    run = run_timed(cmd, env=env)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [s for s, text in run["lines"] if EPOCH_LINE.match(text.strip())]
     # The banner ("... | run DIR"): data read, model built, training about to start.
@@ -105,6 +114,16 @@ def probe(data_dir: str | None) -> dict:
             "data": t["t_data"] - t["t_imports"]}
 
 
+def older(rev: str, tree: Path) -> dict:
+    """The environment that makes a child import the package at ``tree`` (checked)."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    where = child_json([sys.executable, "-c", "import json, lenet5; print(json.dumps(lenet5.__file__))"],
+                       env=env)
+    if not where.startswith(str(tree)):
+        raise SystemExit(f"--before {rev}: the child imported {where}, not the tree at {tree}")
+    return env
+
+
 def secs(t: float | None) -> str:
     return f"{t:.1f}" if t is not None else "not reached"
 
@@ -120,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs of lenet5 train --preset fast")
     p.add_argument("--target", type=float, default=0.99)
     p.add_argument("--quick", action="store_true", help="tiny runs that only check the plumbing")
+    p.add_argument("--before", metavar="REV", help="also time the preset as it was at this commit")
     p.add_argument("--json", default=str(RESULTS / "time99.json"))
     args = p.parse_args(argv)
 
@@ -127,10 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     fast_extra = ["--limit-train", "2000"] if args.quick else []
     plain_extra = ["--max-epochs", "1", "--limit-train", "2000"] if args.quick else []
     info = machine_info(args.threads)
-    with tempfile.TemporaryDirectory(prefix="bench-time99-") as tmp:
-        runs = [train_fast(Path(tmp) / f"default-{i}", common, [*fast_extra, "--seed", str(i)],
-                           args.target)
-                for i in range(1 if args.quick else args.repeats)]
+    seeds = range(1 if args.quick else args.repeats)
+    before_runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-time99-") as tmp, \
+            (worktree(args.before) if args.before else contextlib.nullcontext()) as tree:
+        env = older(args.before, tree) if args.before else None
+        if env is not None:  # load (and, in the new tree, compile) both trees' kernels first
+            for name, e in (("warm-head", None), ("warm-before", env)):
+                train_fast(Path(tmp) / name, common, ["--limit-train", "512"], args.target, e)
+        runs = []
+        for i in seeds:  # HEAD then REV, seed by seed: the same minutes of the machine
+            runs.append(train_fast(Path(tmp) / f"default-{i}", common,
+                                   [*fast_extra, "--seed", str(i)], args.target))
+            if env is not None:
+                before_runs.append(train_fast(Path(tmp) / f"before-{i}", common,
+                                              [*fast_extra, "--seed", str(i)], args.target, env))
         torch_run = train_fast(Path(tmp) / "torch", common, [*fast_extra, "--engine", "torch"],
                                args.target)
         numpy_run = train_fast(Path(tmp) / "numpy", common, [*fast_extra, "--engine", "numpy"],
@@ -144,11 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio = plain_t / median if plain_t and median else None
     print(f"\ntime to {100 * args.target:.0f}% test accuracy from process start, "
           f"{args.threads} thread(s)\n")
-    labels = {id(torch_run): " --engine torch", id(numpy_run): " --engine numpy"}
+    labels = {id(torch_run): " --engine torch", id(numpy_run): " --engine numpy",
+              **{id(r): f" --seed {i} (at {args.before})" for i, r in enumerate(before_runs)}}
     rows = [(f"lenet5 train --preset fast{labels.get(id(r), f' --seed {i}')}", i + 1,
              f"{100 * r['test_accuracy']:.2f}", secs(r["seconds_to_target"]),
              f"{r['load_average_1min_before']:.1f}", where(r["breakdown"]))
-            for i, r in [*enumerate(runs), (0, torch_run), (0, numpy_run)]]
+            for i, r in [*((i, r) for pair in zip(runs, before_runs or [None] * len(runs))
+                           for r in pair if r is not None),
+                         (0, torch_run), (0, numpy_run)]]
     rows.append(("plain script (plain_lenet5.py)", 1,
                  f"{100 * baseline['test_accuracy']:.2f} (epoch {baseline['epochs']})",
                  secs(plain_t), f"{baseline['load_average_1min_before']:.1f}",
@@ -158,13 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlenet5 train's start-up alone (a probe process): {where(start)}")
     if ratio:
         print(f"plain script / lenet5 train --preset fast (median of {len(reached)}): {ratio:.1f}x")
+    before_median = None
+    if before_runs:
+        # The seconds to the last epoch line (the target's clock, reached or not).
+        now = [r["events"][-1]["s"] for r in runs]
+        before_median = statistics.median(r["events"][-1]["s"] for r in before_runs)
+        print(f"seconds to the evaluation, HEAD / at {args.before} (medians of {len(now)}): "
+              f"{statistics.median(now):.2f} / {before_median:.2f} = "
+              f"{statistics.median(now) / before_median:.2f}x")
 
     write_result(args.json, {
         **info, "target": args.target, "quick": args.quick, "train_fast": runs,
         "train_fast_torch": torch_run, "train_fast_numpy": numpy_run, "plain": baseline,
         "train_fast_mean_accuracy": statistics.mean(r["test_accuracy"] for r in runs), "startup_probe": start,
         "train_fast_median_seconds": median, "train_fast_reached": f"{len(reached)}/{len(runs)}",
-        "plain_over_train_fast": ratio,
+        "plain_over_train_fast": ratio, "before": args.before, "train_fast_before": before_runs,
+        "before_median_seconds_to_eval": before_median,
         "torch_over_default": (torch_run["seconds_to_target"] / median
                                if median and torch_run["seconds_to_target"] else None),
         "load_average_1min_at_end": load_average()})

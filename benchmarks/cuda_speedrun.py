@@ -32,7 +32,7 @@ from lenet5.data.datasets import load_split
 from lenet5.data.transforms import Normalization, to_unit
 from lenet5.models import create_model
 from lenet5.training.cuda_graph import sgd_update
-from lenet5.training.optim import lr_at
+from lenet5.training.schedules import lr_at
 
 FAST = dict(model="lenet5-modern-bn", batch=64, lr=0.4, epochs=1, momentum=0.9,
             weight_decay=5e-4, label_smoothing=0.1, schedule="onecycle-linear")

@@ -133,3 +133,17 @@ def test_the_command_line_parser_does_not_import_torch():
             "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_compiled_engine_trains_without_importing_torch():
+    """``lenet5 train`` in the compiled engine on plain or affine-distorted data never imports
+    PyTorch (2-3.5 s of start-up here; issue 14): its modules import none at the top, and
+    ``tests/test_presets.py`` trains the fast preset with ``import torch`` made to fail."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import lenet5.cli, lenet5.commands.train, lenet5.training.loop, "
+            "lenet5.training.compiled_engine, lenet5.checkpoint; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout

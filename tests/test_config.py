@@ -278,7 +278,7 @@ def test_every_defined_name_is_known_to_every_factory():
     from lenet5.models import build_numpy, create_model
     from lenet5.scratch import losses as np_losses
     from lenet5.scratch import optim as np_optim
-    from lenet5.training import engine, losses, optim
+    from lenet5.training import engine, losses, optim, schedules
 
     assert set(engine.ENGINES) | {"auto"} == set(ENGINES)  # auto resolves to one of them
     assert set(losses.LOSSES) == set(np_losses.LOSSES) == set(LOSSES)
@@ -288,5 +288,5 @@ def test_every_defined_name_is_known_to_every_factory():
         optim.make_optimizer(name, create_model("lenet5-1998").parameters(), 0.1)
         np_optim.make_optimizer(name, build_numpy("lenet5-1998", seed=0).params(), 0.1)
     for name in SCHEDULES:
-        rates = [optim.lr_at(name, 0.1, e, s, 10, 4) for e in range(4) for s in range(10)]
+        rates = [schedules.lr_at(name, 0.1, e, s, 10, 4) for e in range(4) for s in range(10)]
         assert all(0 <= r <= 0.1 for r in rates) and torch.tensor(rates).isfinite().all()

@@ -141,7 +141,7 @@ def test_a_graphed_pass_is_the_eager_pass(data_root, full_float32):
     """``--cuda-graph``'s whole-pass path (batches selected, normalised and stepped inside
     the replayed graph; the short last batch eager) against one eager step per batch."""
     from lenet5.data.loader import TensorLoader
-    from lenet5.training.optim import lr_at
+    from lenet5.training.schedules import lr_at
 
     images, labels = load_split("mnist", "train", data_root)
     x = to_unit(images[:20 * 64 + 37]).cuda()

@@ -132,7 +132,7 @@ def test_a_pass_on_the_device_is_the_loaders_pass(data_root, optimizer, batch):
     eager) takes the loader's own batches in its order, at the schedule's rate of each step:
     the same pass as one ``train_step`` per batch."""
     from lenet5.data.loader import TensorLoader
-    from lenet5.training.optim import lr_at
+    from lenet5.training.schedules import lr_at
 
     cfg, ref, ours = pair(data_root, model="lenet5-modern-bn", optimizer=optimizer,
                           batch_size=batch, nesterov=optimizer == "sgd", weight_decay=5e-4)

@@ -24,7 +24,8 @@ from lenet5.models.bitmaps import bitmap_strings, rbf_prototypes
 from lenet5.models.lenet5_1998 import C3_TABLE, Subsampling
 from lenet5.reporting.summary import layer_table
 from lenet5.training.losses import map_loss, mle_loss
-from lenet5.training.optim import SDLM, estimate_curvature, lr_at, paper_eta
+from lenet5.training.optim import SDLM, estimate_curvature
+from lenet5.training.schedules import lr_at, paper_eta
 
 # Every registered model and variant, the 1998 network's other subsampling, and what each
 # preset trains (a variant plus options).

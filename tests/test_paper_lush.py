@@ -59,7 +59,7 @@ def test_lush_preset_is_the_published_protocol():
     cfg = resolve_config("lush")
     assert (cfg.loss, cfg.normalization, cfg.optimizer, cfg.batch_size) == ("mle", "lush", "sdlm", 1)
     assert (cfg.epochs, cfg.sdlm_samples, cfg.sdlm_every, cfg.shuffle) == (30, 1000, 10, False)
-    from lenet5.training.optim import lr_at
+    from lenet5.training.schedules import lr_at
 
     rates = [lr_at(cfg.schedule, cfg.lr, e, 0, 1, cfg.epochs, cfg.step_size, cfg.gamma)
              for e in range(30)]

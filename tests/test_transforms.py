@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lenet5.data.datasets import load_split
-from lenet5.data.loader import TensorLoader
+from lenet5.data.loader import TensorLoader, randperm
 from lenet5.data.transforms import Distortion, Normalization, apply_affine, to_unit
 
 
@@ -145,3 +145,28 @@ def test_a_rank_with_nothing_left_in_the_last_distorted_batch_gets_an_empty_batc
                           rank=1, world_size=2)
     sizes = [yb.shape[0] for _, yb in loader]
     assert sizes == [96, 0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000, 60000])
+@pytest.mark.parametrize("seed", [0, 5, 7_000_022, 2**32 + 3, 123_456_789_012])
+def test_randperm_is_torch_randperm_without_torch(n, seed):
+    """The loader's order is drawn without PyTorch (the compiled engine trains without importing
+    it) and is still exactly ``torch.randperm``'s, so runs replay as they always did."""
+    want = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    got = randperm(n, seed)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+
+
+def test_the_loader_takes_numpy_arrays_and_tensors_alike(digits):
+    """The same split as NumPy arrays (the compiled engine's) or tensors: the same order,
+    batches and curvature patterns."""
+    x, y = digits
+    kw = dict(shuffle=True, seed=4, distortion=Distortion())
+    a = TensorLoader(x, y, 50, Normalization.make("paper"), **kw)
+    b = TensorLoader(x.numpy(), y.numpy(), 50, Normalization.make("paper"), **kw)
+    for loader in (a, b):
+        loader.set_epoch(3)
+    assert np.array_equal(a.order(), b.order())
+    assert np.array_equal(np.asarray(a.take(a.order()[:9])), b.take(b.order()[:9]))
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 from dataclasses import fields
 from pathlib import Path
@@ -76,12 +77,16 @@ def versions() -> dict[str, str]:
     import lenet5
 
     out = {"lenet5": lenet5.__version__, "python": platform.python_version(), "numpy": np.__version__}
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # not imported for it: the compiled engine runs without
+    if torch is not None:
         out["torch"] = torch.__version__
-    except ImportError:  # the NumPy engine works without torch
-        pass
+    else:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out["torch"] = version("torch")
+        except PackageNotFoundError:  # the NumPy engine works without torch
+            pass
     return out
 
 

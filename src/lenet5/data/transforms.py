@@ -1,30 +1,43 @@
-"""Preprocessing and augmentation on whole batches of torch tensors.
+"""Preprocessing and augmentation on whole batches.
 
-- ``to_unit``: uint8 28x28 digits -> float 32x32 in [0, 1], padded with background (0), as the
-  paper feeds LeNet-5 a 32x32 field so that stroke ends reach the centre of C3's receptive
-  fields (Section II-B).
+- ``unit_array`` (NumPy) and ``to_unit`` (the same values as a torch tensor): uint8 28x28 digits
+  -> float 32x32 in [0, 1], padded with background (0), as the paper feeds LeNet-5 a 32x32 field
+  so that stroke ends reach the centre of C3's receptive fields (Section II-B).
 - ``Normalization``: an affine map applied per batch. ``paper``: background -0.1, ink 1.175
   (x = -0.1 + 1.275 p); ``standard``: (p - mean) / std with the dataset's training statistics
   (MNIST 0.1307/0.3081, Fashion-MNIST 0.2860/0.3530, measured by ``lenet5 data info``).
 - ``Distortion``: the paper's random planar affine transforms (Section III-C-2: translation,
   scaling, squeezing, horizontal shear; plus optional rotation), one draw per sample, applied to
   the [0, 1] images with ``affine_grid``/``grid_sample`` so that the zero padding is background.
+
+``Normalization`` works on NumPy arrays and torch tensors alike. PyTorch is imported only by
+the functions that compute with it: the compiled engine trains without it (start-up).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 PAD = 2  # 28 + 2 * 2 = 32
 
 
 def to_unit(images: np.ndarray | torch.Tensor, pad: int = PAD) -> torch.Tensor:
-    """``(N, 28, 28) uint8`` -> ``(N, 1, 28 + 2 pad, 28 + 2 pad) float32`` in [0, 1]."""
+    """``(N, 28, 28) uint8`` -> ``(N, 1, 28 + 2 pad, 28 + 2 pad) float32`` in [0, 1]: the
+    tensor over :func:`unit_array`'s buffer."""
+    import torch
+
+    return torch.from_numpy(unit_array(images, pad))
+
+
+def unit_array(images: np.ndarray | torch.Tensor, pad: int = PAD) -> np.ndarray:
+    """:func:`to_unit` as a NumPy array."""
     a = np.asarray(images)
     if a.ndim == 2:
         a = a[None]
@@ -33,9 +46,10 @@ def to_unit(images: np.ndarray | torch.Tensor, pad: int = PAD) -> torch.Tensor:
     n, h, w = a.shape
     # One float32 buffer, the digits cast into its middle: the same values as a float copy then
     # a padded copy of it (tests/test_transforms.py), without the second copy.
-    x = torch.zeros(n, 1, h + 2 * pad, w + 2 * pad)
-    x.numpy()[:, 0, pad : pad + h, pad : pad + w] = a
-    return x.div_(255.0)
+    x = np.zeros((n, 1, h + 2 * pad, w + 2 * pad), np.float32)
+    x[:, 0, pad : pad + h, pad : pad + w] = a
+    x /= np.float32(255.0)
+    return x
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,8 @@ class Distortion:
     rotate: float = 0.0  # degrees, U[-r, r] (not in the paper; off by default)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        import torch
+
         def u(r: float) -> torch.Tensor:
             return (torch.rand(n, generator=generator) * 2 - 1) * r
 
@@ -105,6 +121,8 @@ def affine_theta(params: dict[str, torch.Tensor], size: int) -> torch.Tensor:
     The forward map is p_out = R S H D p_in + t (D: scale and squeeze, H: shear, R: rotation),
     in pixel units about the image centre; affine_grid needs its inverse, in [-1, 1] units.
     """
+    import torch
+
     n = params["tx"].shape[0]
     sx = params["scale"] * (1 + params["squeeze"])
     sy = params["scale"] * (1 - params["squeeze"])
@@ -127,6 +145,9 @@ def affine_theta(params: dict[str, torch.Tensor], size: int) -> torch.Tensor:
 
 def apply_affine(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Warp ``(N, C, H, W)`` images in [0, 1] (background 0) by per-sample affine parameters."""
+    import torch
+    import torch.nn.functional as F
+
     theta = affine_theta({k: v.to(x.device, torch.float32) for k, v in params.items()}, x.shape[-1])
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -34,7 +34,7 @@ from ..data.transforms import Distortion, Normalization, apply_affine, to_unit
 from ..models import get_entry, make_config
 from .engine import make_engine
 from .loop import cpu_threads, train
-from .optim import lr_at
+from .schedules import lr_at
 
 BLOCK = 4096  # distorted patterns classified per call while filtering
 

@@ -16,6 +16,9 @@ ranges as the loader's, not the same numbers (a run is reproducible within this 
 masks likewise. The loader-only augmentations (elastic, stroke width, blur, noise) have no
 kernels: with them the loader makes the whole pass's images first (``pass_images``, the torch
 engine's draws) and the compiled pass trains on those.
+
+No PyTorch here: the loop hands this engine NumPy arrays, so ``lenet5 train`` with it imports
+PyTorch only for what needs it (the loader's augmentations, a weight average, torchrun).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import sys
 
 import numba
 import numpy as np
-import torch
 
 from ..compiled import kernels_1998 as K98
 from ..compiled import kernels_modern as KM
@@ -32,9 +34,10 @@ from ..compiled.jit import is_cached
 from ..compiled.model import CompiledModel, seed_dropout
 from ..compiled.optim import make_optimizer
 from ..config import TrainConfig
-from ..data.loader import TensorLoader
+from ..data.loader import TensorLoader, array
 from ..data.transforms import Normalization
 from .engine import ArrayEngine, PassTotals, Progress, StepLr
+from .threads import auto_threads
 
 
 def pass_seed(seed: int, epoch: int) -> int:
@@ -47,15 +50,16 @@ class CompiledEngine(ArrayEngine):
 
     name, label = "compiled", "compiled (Numba)"
 
-    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | None = None,
-                 ddp: bool = False):
-        super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
+    def __init__(self, cfg: TrainConfig, model_config: dict, device=None, ddp: bool = False):
+        super().__init__(cfg, model_config, device or "cpu", ddp)
         self.model = CompiledModel(cfg.model, model_config, np.float32, seed=cfg.seed)
-        # The run's thread count (``--threads``, or the idle cores: ``loop.cpu_threads`` set
-        # it for torch) for Numba's parallel loops, which only the modern model's batch-wide
-        # kernels have (the 1998 network trains pattern by pattern on one thread).
+        # The run's thread count (``--threads``, or the idle cores, as :func:`lenet5.training.
+        # loop.train` decides it for every engine) for Numba's parallel loops, which only the
+        # modern model's batch-wide kernels have (the 1998 network trains pattern by pattern on
+        # one thread).
         parallel = self.model.name == "lenet5-modern"
-        self.threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS) if parallel else 1
+        wanted = cfg.threads or auto_threads()
+        self.threads = min(wanted, numba.config.NUMBA_NUM_THREADS) if parallel else 1
         numba.set_num_threads(self.threads)
         kernel = K98.train_pass if self.model.name == "lenet5-1998" else KM.train_pass
         if not is_cached(kernel):  # first run after installing or upgrading: say why it waits
@@ -80,11 +84,11 @@ class CompiledEngine(ArrayEngine):
             # Elastic, stroke, blur and noise have no kernels here: the loader makes the pass's
             # images (its affine warp and augmentations, the torch engine's draws) and the
             # compiled pass trains on them in that order.
-            images, labels = (t.cpu().numpy() for t in loader.pass_images())
+            images, labels = (array(t) for t in loader.pass_images())
             order, distortion = np.arange(len(labels)), None
         else:
-            images, labels = loader.images.cpu().numpy(), loader.labels.cpu().numpy()
-            order = loader.order().cpu().numpy()[: steps * loader.batch_size]
+            images, labels = array(loader.images), array(loader.labels)
+            order = loader.order()[: steps * loader.batch_size]
             distortion = loader.distortion
         lrs = self.optimizer.lr if step_lr is None else np.array([step_lr(i) for i in range(steps)])
         c = self.criterion
@@ -101,24 +105,23 @@ class CompiledEngine(ArrayEngine):
         return totals
 
     # -- evaluation
-    def outputs(self, x: torch.Tensor) -> np.ndarray:
+    def outputs(self, x) -> np.ndarray:
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
-        return self.model.forward(x.cpu().numpy(), train=False)
+        return self.model.forward(array(x), train=False)
 
-    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def eval_step(self, x, y) -> tuple[float, int]:
         out = self.outputs(x)
-        target = y.cpu().numpy().astype(np.int64)
+        target = array(y).astype(np.int64)
         loss, _ = self.eval_loss_fn(out, target)
         return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, norm: Normalization, batch_size: int,
-                 rank: int = 0, world: int = 1) -> dict:
+    def evaluate(self, x, y, norm: Normalization, batch_size: int, rank: int = 0,
+                 world: int = 1) -> dict:
         """A whole split in one compiled call (normalisation included)."""
         if world != 1:
             return super().evaluate(x, y, norm, batch_size, rank, world)
-        out = self.model.evaluate_images(x.cpu().numpy(), normalization=norm,
-                                         batch_size=batch_size)
-        target = y.cpu().numpy().astype(np.int64)
+        out = self.model.evaluate_images(array(x), normalization=norm, batch_size=batch_size)
+        target = array(y).astype(np.int64)
         loss, _ = self.eval_loss_fn(out, target)
         errors = int((self.scores(out).argmax(1) != target).sum())
         count = len(target)

@@ -182,7 +182,7 @@ class GraphedStep:
         b, n = loader.batch_size, loader.images.shape[0]
         steps, full = len(loader), n // b
         lrs = [step_lr(i) if step_lr is not None else float(self.lr) for i in range(steps)]
-        order = loader.order().to(self.device)
+        order = torch.from_numpy(loader.order()).to(self.device)
         if self.state is None:
             self._optimizer_state()
         key = (loader.images.data_ptr(), loader.labels.data_ptr(), b, full, loader.normalization)

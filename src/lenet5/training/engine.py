@@ -4,7 +4,9 @@ An engine holds a model, its criterion and its optimiser in its own arrays (torc
 NumPy arrays, ...). The loop (:mod:`.loop`) holds everything else: data, learning-rate
 schedules, weight averaging, metrics and checkpoints. Batches reach an engine as torch tensors
 from :class:`~lenet5.data.loader.TensorLoader`, normalised and on the loop's device; the engine
-converts them. State leaves it under the torch models' names and layouts, and optimiser state in
+converts them. Evaluation splits and an engine that takes the loader whole (the compiled one's
+:meth:`Engine.train_epoch`) may get NumPy arrays instead: the loop holds its data as NumPy
+arrays when the engine is not PyTorch, so the compiled engine trains without importing it. State leaves it under the torch models' names and layouts, and optimiser state in
 the layout of :mod:`.optim_state`, so a run started in one engine resumes in any other.
 
 Decided here once, for every engine:
@@ -28,16 +30,18 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from ..config import TrainConfig, compiled_refusal
-from ..data.loader import TensorLoader
+from ..data.loader import TensorLoader, array
 from ..data.transforms import Normalization
 from ..models import get_entry
 from ..models.spec import scores as head_scores
+
+if TYPE_CHECKING:
+    import torch
 
 Array = Any  # an engine's own array type: torch.Tensor, np.ndarray, ...
 State = dict[str, Any]  # parameter/buffer name (torch's) -> array
@@ -67,11 +71,11 @@ def resolve_criterion(cfg: TrainConfig, model_config: dict) -> Criterion:
     return Criterion(loss, map_j, entry.head, smoothing)
 
 
-def curvature_batch(loader: TensorLoader, samples: int) -> torch.Tensor:
+def curvature_batch(loader: TensorLoader, samples: int) -> Any:
     """SDLM's h_kk sample: the first ``samples`` patterns of this pass's order, normalised and
-    undistorted, on the loader's device ``(n, 1, 32, 32)``. Every rank takes the same ones."""
-    order = loader.order()[:samples].to(loader.images.device)
-    return loader.normalization(loader.images[order])
+    undistorted, ``(n, 1, 32, 32)`` in the loader's arrays and device. Every rank takes the same
+    ones."""
+    return loader.normalization(loader.take(loader.order()[:samples]))
 
 
 def output_scaled(h: dict, output_d2: float) -> dict:
@@ -105,8 +109,8 @@ class Engine(ABC):
     defaults built on them.
 
     Construction: ``Engine(cfg, model_config, device, ddp)``, through :func:`make_engine`. The
-    initial weights are drawn from ``cfg.seed`` (PyTorch: the global generator, seeded by the
-    loop just before).
+    initial weights are drawn from ``cfg.seed`` alone (PyTorch: the global generator, which the
+    engine seeds).
     """
 
     name: ClassVar[str]  # as in ``--engine``
@@ -114,7 +118,7 @@ class Engine(ABC):
     supports_ddp: ClassVar[bool] = False  # several processes under torchrun
     supports_amp: ClassVar[bool] = False  # bfloat16 autocast
 
-    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device,
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | str,
                  ddp: bool = False):
         self.cfg, self.device, self.ddp = cfg, device, ddp
         self.criterion = resolve_criterion(cfg, model_config)
@@ -186,6 +190,9 @@ class Engine(ABC):
         """Loss and errors over a whole split (``x`` in [0, 1], unnormalised), each sample
         exactly once across ranks: rank r takes samples r, r + world, ...; ``count`` is how
         many were evaluated in all."""
+        import torch
+
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
         idx = torch.arange(rank, x.shape[0], world, device=x.device)
         loss_sum = torch.zeros((), dtype=torch.float64)
         errors = torch.zeros((), dtype=torch.int64)
@@ -239,7 +246,7 @@ class ArrayEngine(Engine):
     model: Any  # forward(x, train), backward(dout) -> grads, state calls
     optimizer: Any  # step(grads), set_curvature(h), lr, state calls
 
-    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device,
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | str,
                  ddp: bool = False):
         from ..scratch import losses as np_losses
 
@@ -255,12 +262,12 @@ class ArrayEngine(Engine):
         from ..scratch.optim import estimate_curvature
 
         self.optimizer.set_curvature(output_scaled(
-            estimate_curvature(self.model, x.cpu().numpy()), self.cfg.sdlm_output_d2))
+            estimate_curvature(self.model, array(x)), self.cfg.sdlm_output_d2))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One update; returns (loss summed over the batch, misclassified count)."""
-        target = y.cpu().numpy().astype(np.int64)
-        out = self.model.forward(x.cpu().numpy(), train=True)  # (B, 10)
+        target = array(y).astype(np.int64)
+        out = self.model.forward(array(x), train=True)  # (B, 10)
         loss, dout = self.loss_fn(out, target)
         self.optimizer.step(self.model.backward(dout))
         errors = int((self.scores(out).argmax(1) != target).sum())
@@ -301,7 +308,12 @@ def engine_class(name: str) -> type[Engine]:
         raise ValueError(f"the {name} engine is not available here ({e})") from None
 
 
-def resolve_engine(cfg: TrainConfig, device: torch.device, world: int = 1) -> str:
+def device_type(device: torch.device | str) -> str:
+    """``"cpu"``, ``"cuda"``, ...: the kind of a device given as a ``torch.device`` or a string."""
+    return str(device).split(":")[0]
+
+
+def resolve_engine(cfg: TrainConfig, device: torch.device | str, world: int = 1) -> str:
     """The engine ``--engine auto`` means for this run; any other name as it is.
 
     The compiled engine wherever it can run the run: one process on a CPU, no bfloat16
@@ -312,13 +324,13 @@ def resolve_engine(cfg: TrainConfig, device: torch.device, world: int = 1) -> st
     PyTorch: GPUs, DDP, amp and every other model."""
     if cfg.engine != "auto":
         return cfg.engine
-    if (device.type != "cpu" or world > 1 or cfg.nproc > 1 or cfg.amp or cfg.cuda_graph
+    if (device_type(device) != "cpu" or world > 1 or cfg.nproc > 1 or cfg.amp or cfg.cuda_graph
             or compiled_refusal(cfg)):
         return "torch"
     return "compiled"
 
 
-def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device,
+def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device | str,
                 ddp: bool = False) -> Engine:
     """The engine ``cfg.engine`` names (``auto``: :func:`resolve_engine`), with a freshly
     initialised model."""

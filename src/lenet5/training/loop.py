@@ -6,6 +6,10 @@ epoch train a pass, evaluate, and save an atomic self-describing checkpoint, a `
 row and one log line. Everything random is drawn from ``(seed, epoch)``, so ``--resume`` from
 the last checkpoint replays exactly what an uninterrupted run does. Under ``torchrun`` the model
 is wrapped in DistributedDataParallel; only rank 0 logs and writes.
+
+PyTorch is imported only when the run uses it (:func:`uses_torch`): the compiled engine on plain
+or affine-distorted data trains from NumPy arrays, and ``lenet5 train`` then starts without
+PyTorch's import (2-3.5 s on the project's machine).
 """
 
 from __future__ import annotations
@@ -19,24 +23,25 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..config import PER_STEP_SCHEDULES, TrainConfig, validate
-from ..data.augment import Augment
 from ..data.datasets import get_spec, load_split
 from ..data.loader import TensorLoader
-from ..data.pool import PoolLoader
-from ..data.transforms import Distortion, Normalization, to_unit
+from ..data.transforms import Distortion, Normalization, unit_array
 from ..models import get_entry, make_config
 from .ema import WeightAverage
-from .engine import Engine, PassTotals, make_engine, resolve_engine
-from .optim import lr_at
+from .engine import Engine, PassTotals, device_type, make_engine, resolve_engine
 from .rundir import METRICS_NAME, RunLock, claim_for_new_run, run_directory, saving
+from .schedules import lr_at
 from .threads import auto_threads
+
+if TYPE_CHECKING:
+    pass
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,28 +53,43 @@ def train(cfg: TrainConfig, log=print) -> dict:
     validate(cfg)
     if cfg.data_dir:  # saved absolute, so a resume from another directory reads the same data
         cfg = replace(cfg, data_dir=os.path.abspath(os.path.expanduser(cfg.data_dir)))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this host
-    with cpu_threads(cfg.threads or auto_threads(local)):
-        return _train(cfg, log)
-
-
-def _train(cfg: TrainConfig, log) -> dict:
     device = pick_device(cfg.device)
     rank, world = init_distributed(device)
     cfg = replace(cfg, engine=resolve_engine(cfg, device, world))  # config.json says which
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this host
+    threads = cfg.threads or auto_threads(local)  # decided once, for every library
+    with cpu_threads(threads, torch_too=uses_torch(cfg, device, world)):
+        return _train(cfg, device, rank, world, threads, log)
+
+
+def uses_torch(cfg: TrainConfig, device: str, world: int) -> bool:
+    """Whether the run computes with PyTorch: every engine but the compiled one, any device but
+    the CPU, torchrun, and what only the loader makes with PyTorch for the compiled engine (the
+    elastic, stroke, blur and noise augmentations, the paper's distortion pool, the batches of a
+    per-step weight average)."""
+    augments = cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur
+    return bool(cfg.engine != "compiled" or device_type(device) != "cpu" or world > 1
+                or cfg.deterministic or cfg.distort_pool or cfg.ema or augments)
+
+
+def _train(cfg: TrainConfig, device: str, rank: int, world: int, threads: int, log) -> dict:
     if cfg.deterministic:
+        import torch
+
         torch.use_deterministic_algorithms(True)
     run_dir = run_directory(cfg.resume, cfg.out, default_run_dir(cfg))
     with RunLock(run_dir) if rank == 0 else nullcontext():  # only rank 0 writes
         resumed = read_resume(cfg, run_dir) if cfg.resume else None
         if rank == 0 and resumed is None:
             claim_for_new_run(run_dir, cfg.overwrite)
-        run = start_run(cfg, run_dir, resumed, device, rank, world,
+        run = start_run(cfg, run_dir, resumed, device, rank, world, threads,
                         say=log if rank == 0 else (lambda *a, **k: None))
         row = {}
         for epoch in range(run.start_epoch, cfg.epochs):
             row = run_epoch(run, epoch)
     if world > 1:
+        import torch.distributed
+
         torch.distributed.barrier()
     return {**row, "run_dir": str(run_dir)}
 
@@ -100,7 +120,7 @@ class Run:
     engine: Engine
     averager: WeightAverage | None  # the per-step weight average (``--ema``)
     loader: TensorLoader  # the training split, shuffled and distorted per epoch
-    splits: dict  # "train", "val" (or None), "test": (x in [0, 1], y) on the device
+    splits: dict  # "train", "val" (or None), "test": (x in [0, 1], y), as load_data holds them
     norm: Normalization
     meta: dict  # checkpoint metadata shared by every epoch
     history: list[dict]
@@ -125,8 +145,8 @@ def read_resume(cfg: TrainConfig, run_dir: Path) -> Resumed:
                    ema_steps, opt_tensors, meta["optimizer"])
 
 
-def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: torch.device,
-              rank: int, world: int, say) -> Run:
+def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: str,
+              rank: int, world: int, threads: int, say) -> Run:
     """Data on the device, the engine (resumed or fresh), the loader; config.json and the
     banner from rank 0."""
     entry = get_entry(cfg.model)
@@ -134,7 +154,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
     train_xy, val, test_xy = load_data(cfg, norm, device)
     model_config = (resumed.model_config if resumed
                     else make_config(cfg.model, cfg.model_args).to_dict())
-    engine, averager = build_engine(cfg, model_config, resumed, device, world)
+    engine, averager = build_engine(replace(cfg, threads=threads), model_config, resumed,
+                                    device, world)
     if resumed:
         say(f"resumed {run_dir} at epoch {resumed.epoch}/{cfg.epochs}")
     meta = {
@@ -151,7 +172,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
     if rank == 0:
         ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json())
         n_params = sum(v.size for v in map(np.asarray, engine.state_dict().values()))
-        n = engine.threads if cfg.engine == "compiled" else torch.get_num_threads()
+        n = engine.threads if cfg.engine == "compiled" else threads
         threads = f", {n} thread{'s' * (n > 1)}"
         say(f"{cfg.model} ({cfg.engine}, {device}{threads}, world {world}) | "
             f"{len(train_xy[0])} train "
@@ -161,10 +182,9 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
 
 
 def build_engine(cfg: TrainConfig, model_config: dict, resumed: Resumed | None,
-                 device: torch.device, world: int) -> tuple[Engine, WeightAverage | None]:
-    """The engine with fresh weights from ``cfg.seed``, or the checkpoint's weights, average
-    and optimiser state."""
-    torch.manual_seed(cfg.seed)  # initial weights depend on the seed alone
+                 device: str, world: int) -> tuple[Engine, WeightAverage | None]:
+    """The engine with fresh weights from ``cfg.seed`` (each engine draws them from the seed
+    alone), or the checkpoint's weights, average and optimiser state."""
     engine = make_engine(cfg, model_config, device, ddp=world > 1)
     if resumed is None:
         return engine, WeightAverage(cfg.ema, engine.state_dict()) if cfg.ema else None
@@ -182,50 +202,83 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
     if cfg.distort:
         distortion = Distortion(cfg.distort_translate, cfg.distort_scale, cfg.distort_squeeze,
                                 cfg.distort_shear, cfg.distort_rotate)
-    augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke, cfg.augment_noise,
-                      cfg.augment_blur, cfg.augment_share)
+    augment = None
+    if cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur:
+        from ..data.augment import Augment  # PyTorch's ops
+
+        augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke,
+                          cfg.augment_noise, cfg.augment_blur, cfg.augment_share)
+        augment = augment if augment.active else None
     if cfg.distort_pool:  # the paper's protocol: copies drawn once, passes drawn from them
+        from ..data.pool import PoolLoader  # PyTorch's ops
+
         return PoolLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
-                          rank=rank, world_size=world, augment=augment if augment.active else None,
+                          rank=rank, world_size=world, augment=augment,
                           pool_distortion=distortion, copies=cfg.distort_pool)
     return TensorLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
-                        distortion=distortion, rank=rank, world_size=world,
-                        augment=augment if augment.active else None)
+                        distortion=distortion, rank=rank, world_size=world, augment=augment)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> str:
+    """``"cpu"``, ``"cuda"`` or, under torchrun, ``"cuda:LOCAL_RANK"``. ``auto`` is CUDA where
+    PyTorch sees a GPU; a CPU-only PyTorch build (its version ends in ``+cpu``) answers
+    without being imported."""
     if name == "auto":
+        if cpu_only_torch():
+            return "cpu"
+        import torch
+
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but CUDA is not available")
+        if "LOCAL_RANK" in os.environ:
+            return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return name
 
 
-def init_distributed(device: torch.device) -> tuple[int, int]:
+def cpu_only_torch() -> bool:
+    """Whether the installed PyTorch is a CPU-only build, read from its package metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch").endswith("+cpu")
+    except PackageNotFoundError:
+        return True
+
+
+def init_distributed(device: str) -> tuple[int, int]:
     """(rank, world_size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device_type(device) == "cuda":
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group("nccl" if device_type(device) == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
-def load_data(cfg: TrainConfig, norm: Normalization, device: torch.device):
-    """(train, val or None, test) as (x in [0,1], y) tensors on ``device``."""
+def load_data(cfg: TrainConfig, norm: Normalization, device: str):
+    """(train, val or None, test) as (x in [0,1], y): torch tensors on ``device`` for the
+    PyTorch engine, NumPy arrays for the others (which compute in NumPy)."""
     xs, ys = load_split(cfg.dataset, "train", cfg.data_dir)
     if cfg.limit_train:
         xs, ys = xs[: cfg.limit_train], ys[: cfg.limit_train]
     xt, yt = load_split(cfg.dataset, "test", cfg.data_dir)
 
-    def tensors(images, labels):
-        return to_unit(images).to(device), torch.as_tensor(labels.astype(np.int64)).to(device)
+    def tensors(images, labels) -> tuple[Any, Any]:
+        x, y = unit_array(images), labels.astype(np.int64)
+        if cfg.engine != "torch":
+            return x, y
+        import torch
+
+        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     val = None
     if cfg.val_split:
@@ -242,15 +295,22 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 @contextmanager
-def cpu_threads(n: int | None):
-    """Run the block with ``n`` CPU threads for torch and for the BLAS/OpenMP pools NumPy
-    calls into (the NumPy engine's matmuls); both limits are undone afterwards. ``None``
-    leaves the libraries' own defaults (all cores, or ``OMP_NUM_THREADS`` and the like);
-    :func:`train` passes ``--threads`` or else :func:`.threads.auto_threads`."""
+def cpu_threads(n: int | None, torch_too: bool = True):
+    """Run the block with ``n`` CPU threads for the BLAS/OpenMP pools NumPy calls into (the
+    NumPy engine's matmuls) and, with ``torch_too``, for PyTorch; the limits are undone
+    afterwards. ``None`` leaves the libraries' own defaults (all cores, or ``OMP_NUM_THREADS``
+    and the like); :func:`train` passes ``--threads`` or else :func:`.threads.auto_threads`
+    (the compiled engine reads the same number for Numba)."""
     if not n:
         yield
         return
     from threadpoolctl import threadpool_limits
+
+    if not torch_too:
+        with threadpool_limits(limits=n):
+            yield
+        return
+    import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -278,7 +338,6 @@ def run_epoch(run: Run, epoch: int) -> dict:
 def train_pass(run: Run, epoch: int) -> tuple[float, PassTotals, float]:
     """One pass over the training split: ``(lr at its start, totals, seconds)``."""
     cfg, engine, loader = run.cfg, run.engine, run.loader
-    torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)  # dropout etc., replayable on resume
     loader.set_epoch(epoch)
     steps = len(loader)
     lr = lr_at(cfg.schedule, cfg.lr, epoch, 0, steps, cfg.epochs, cfg.step_size, cfg.gamma)

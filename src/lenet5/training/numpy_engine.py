@@ -12,9 +12,9 @@ resumes in the other.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..config import TrainConfig
+from ..data.loader import array
 from ..scratch import build
 from ..scratch.layers import Dropout
 from ..scratch.optim import make_optimizer
@@ -26,9 +26,8 @@ class NumpyEngine(ArrayEngine):
 
     name, label = "numpy", "NumPy"
 
-    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | None = None,
-                 ddp: bool = False):
-        super().__init__(cfg, model_config, device or torch.device("cpu"), ddp)
+    def __init__(self, cfg: TrainConfig, model_config: dict, device=None, ddp: bool = False):
+        super().__init__(cfg, model_config, device or "cpu", ddp)
         self.model = build(cfg.model, model_config, np.float32, seed=cfg.seed)
         self.optimizer = make_optimizer(cfg.optimizer, self.model.params(), cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
@@ -43,13 +42,13 @@ class NumpyEngine(ArrayEngine):
         super().begin_epoch(epoch, loader)
 
     # -- evaluation
-    def outputs(self, x: torch.Tensor) -> np.ndarray:
+    def outputs(self, x) -> np.ndarray:
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
-        return self.model.forward(x.cpu().numpy(), train=False).copy()
+        return self.model.forward(array(x), train=False).copy()
 
-    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def eval_step(self, x, y) -> tuple[float, int]:
         out = self.outputs(x)
-        target = y.cpu().numpy().astype(np.int64)
+        target = array(y).astype(np.int64)
         loss, _ = self.eval_loss_fn(out, target)
         return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
 

@@ -26,10 +26,12 @@ class TorchEngine(Engine):
     name, label = "torch", "PyTorch"
     supports_ddp = supports_amp = True
 
-    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device,
+    def __init__(self, cfg: TrainConfig, model_config: dict, device: torch.device | str = "cpu",
                  ddp: bool = False):
+        device = torch.device(device)
         super().__init__(cfg, model_config, device, ddp)
-        model = create_model(cfg.model, **model_config)  # from the generator the loop seeded
+        torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
+        model = create_model(cfg.model, **model_config)
         if getattr(model, "closed_form", False):  # Fig. 9's fitted baselines
             raise ValueError(f"{cfg.model} is fitted in closed form, not trained by gradient "
                              "descent: `lenet5 compare` fits and saves it (docs/fig9.md)")
@@ -65,6 +67,10 @@ class TorchEngine(Engine):
             self.graphed = GraphedStep(self, cfg.batch_size)
 
     # -- training
+    def begin_epoch(self, epoch: int, loader) -> None:
+        torch.manual_seed(self.cfg.seed * 1_000_003 + epoch + 1)  # dropout, replayable on resume
+        super().begin_epoch(epoch, loader)
+
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
