@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(f"lenet5 train --preset fast{labels.get(id(r), f' --seed {i}')}", i + 1,
              f"{100 * r['test_accuracy']:.2f}", secs(r["seconds_to_target"]),
              f"{r['load_average_1min_before']:.1f}", where(r["breakdown"]))
-            for i, r in [*((i, r) for pair in zip(runs, before_runs or [None] * len(runs))
+            for i, r in [*((i, r) for i, pair in enumerate(zip(runs, before_runs or [None] * len(runs)))
                            for r in pair if r is not None),
                          (0, torch_run), (0, numpy_run)]]
     rows.append(("plain script (plain_lenet5.py)", 1,

@@ -137,7 +137,7 @@ def test_the_command_line_parser_does_not_import_torch():
 
 def test_the_compiled_engine_trains_without_importing_torch():
     """``lenet5 train`` in the compiled engine on plain or affine-distorted data never imports
-    PyTorch (2-3.5 s of start-up here; issue 14): its modules import none at the top, and
+    PyTorch (about 2 s of start-up here; issue 14): its modules import none at the top, and
     ``tests/test_presets.py`` trains the fast preset with ``import torch`` made to fail."""
     import subprocess
     import sys
