@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -150,18 +149,14 @@ def read_resume(cfg: TrainConfig, run_dir: Path) -> Resumed:
 def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: str,
               rank: int, world: int, threads: int, say) -> Run:
     """Data on the device, the engine (resumed or fresh), the loader; config.json and the
-    banner from rank 0. In one process the engine is built while the data is read (the
-    compiled engine's imports and cached kernels take about a second, reading and checking the
-    IDX files a few tenths; both mostly outside the GIL's way)."""
+    banner from rank 0."""
     entry = get_entry(cfg.model)
     norm = Normalization.make(cfg.normalization or entry.normalization, cfg.dataset)
+    train_xy, val, test_xy = load_data(cfg, norm, device)
     model_config = (resumed.model_config if resumed
                     else make_config(cfg.model, cfg.model_args).to_dict())
-    building = partial(build_engine, replace(cfg, threads=threads), model_config, resumed,
-                       device, world)
-    building = in_background(building) if world == 1 else building
-    train_xy, val, test_xy = load_data(cfg, norm, device)
-    engine, averager = building()
+    engine, averager = build_engine(replace(cfg, threads=threads), model_config, resumed,
+                                    device, world)
     if resumed:
         say(f"resumed {run_dir} at epoch {resumed.epoch}/{cfg.epochs}")
     meta = {
@@ -185,30 +180,6 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
             f"{len(test_xy[0])} test | {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size} | "
             f"state {n_params:,} values | run {run_dir}")
     return run
-
-
-def in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start ``fn()`` on a daemon thread; the call returned waits for it and returns its result
-    or raises its exception. A daemon, so that an error in the foreground (a missing data file)
-    ends the process at once instead of after a first run's minutes of kernel compilation."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # handed to the caller  # noqa: BLE001
-            out["error"] = e
-
-    thread = threading.Thread(target=run, name="lenet5-build-engine", daemon=True)
-    thread.start()
-
-    def result() -> Any:
-        thread.join()
-        if "error" in out:
-            raise out["error"]
-        return out["value"]
-
-    return result
 
 
 def build_engine(cfg: TrainConfig, model_config: dict, resumed: Resumed | None,
