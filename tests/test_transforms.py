@@ -157,16 +157,22 @@ def test_randperm_is_torch_randperm_without_torch(n, seed):
     assert got.dtype == np.int64 and np.array_equal(got, want)
 
 
-def test_the_loader_takes_numpy_arrays_and_tensors_alike(digits):
-    """The same split as NumPy arrays (the compiled engine's) or tensors: the same order,
-    batches and curvature patterns."""
-    x, y = digits
+def test_the_loader_takes_tensors_arrays_and_raw_digits_alike(data_root):
+    """The same split as tensors, NumPy arrays (the NumPy engine's) or the raw uint8 digits
+    (the compiled engine's): the same order, batches and curvature patterns."""
+    raw, labels = load_split("mnist", "test", data_root)
+    raw, labels = raw[:256], labels[:256].astype(np.int64)
+    x, y = to_unit(raw), torch.as_tensor(labels)
     kw = dict(shuffle=True, seed=4, distortion=Distortion())
-    a = TensorLoader(x, y, 50, Normalization.make("paper"), **kw)
-    b = TensorLoader(x.numpy(), y.numpy(), 50, Normalization.make("paper"), **kw)
-    for loader in (a, b):
+    loaders = [TensorLoader(x, y, 50, Normalization.make("paper"), **kw),
+               TensorLoader(x.numpy(), labels, 50, Normalization.make("paper"), **kw),
+               TensorLoader(raw, labels, 50, Normalization.make("paper"), **kw)]
+    for loader in loaders:
         loader.set_epoch(3)
-    assert np.array_equal(a.order(), b.order())
-    assert np.array_equal(np.asarray(a.take(a.order()[:9])), b.take(b.order()[:9]))
-    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    first = loaders[0]
+    for other in loaders[1:]:
+        assert np.array_equal(first.order(), other.order())
+        assert np.array_equal(np.asarray(first.take(first.order()[:9])),
+                              other.take(other.order()[:9]))
+        for (xa, ya), (xb, yb) in zip(first, other, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)

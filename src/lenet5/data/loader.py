@@ -7,7 +7,11 @@ an uninterrupted one would. Under data parallelism every rank draws the same per
 takes its own slice of each global batch, so ``world_size`` ranks at batch ``b`` see exactly
 what one process at batch ``world_size * b`` sees.
 
-The split may be held as torch tensors (on any device) or as NumPy arrays. The order is drawn
+The split may be held as torch tensors (on any device) or as NumPy arrays, or as the raw digits
+(``(N, 28, 28)`` uint8, NumPy: the compiled engine reads them as they are, a fifth of the memory
+and no conversion at start-up); where the loader hands images out (batches, :meth:`take`) they
+are made ``(N, 1, 32, 32)`` floats in [0, 1] as :func:`~lenet5.data.transforms.to_unit` makes
+them. The order is drawn
 without PyTorch (:func:`randperm`, the same permutation as ``torch.randperm``), so an engine that
 makes its own batches from ``images``, ``labels`` and :meth:`TensorLoader.order` (the compiled
 one) trains without importing it; iterating the batches (distortions, augmentations, the
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .transforms import Distortion, Normalization, apply_affine
+from .transforms import Distortion, Normalization, apply_affine, to_unit, unit_array
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +59,17 @@ def tensor(a: Any) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
 
 
+def units(a: Any) -> torch.Tensor:
+    """A split's images as ``(N, 1, 32, 32)`` floats in [0, 1], a torch tensor: raw digits made
+    so (:func:`to_unit`), tensors and float arrays as they are (no copy)."""
+    return to_unit(a) if is_raw(a) else tensor(a)
+
+
+def is_raw(a: Any) -> bool:
+    """Raw digits ``(N, h, w)`` rather than unit images ``(N, 1, 32, 32)``."""
+    return a.ndim == 3
+
+
 def array(a: Any) -> np.ndarray:
     """A NumPy array of ``a`` (a NumPy array as it is; a torch tensor through the CPU)."""
     return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
@@ -62,7 +77,7 @@ def array(a: Any) -> np.ndarray:
 
 @dataclass
 class TensorLoader:
-    images: Any  # (N, 1, 32, 32) in [0, 1]: a torch tensor (any device) or a NumPy array
+    images: Any  # (N, 1, 32, 32) in [0, 1] (a torch tensor on any device, or NumPy), or raw digits
     labels: Any  # (N,) int64, as ``images``
     batch_size: int
     normalization: Normalization
@@ -110,7 +125,10 @@ class TensorLoader:
         return randperm(n, self.seed_for(1))
 
     def take(self, index: np.ndarray) -> Any:
-        """``images[index]`` (a NumPy index), in the split's own arrays and device."""
+        """``images[index]`` (a NumPy index) as unit images, in the split's own arrays and
+        device."""
+        if is_raw(self.images):
+            return unit_array(self.images[index])
         if isinstance(self.images, np.ndarray):
             return self.images[index]
         return self.images[tensor(index).to(self.images.device)]
@@ -133,7 +151,7 @@ class TensorLoader:
         """This rank's batches of the pass in [0, 1], before normalisation (torch tensors)."""
         import torch
 
-        images, labels = tensor(self.images), tensor(self.labels)
+        images, labels = units(self.images), tensor(self.labels)
         order = tensor(self.order()).to(images.device)
         starts = range(0, len(self) * self.global_batch, self.global_batch)
         aug_gen = self.generator(3) if self.augment is not None else None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .loader import WARP_BLOCK, TensorLoader, tensor
+from .loader import WARP_BLOCK, TensorLoader, tensor, units
 from .transforms import Distortion, apply_affine
 
 POOL_SALT = 999_983  # the pool's own generator, apart from the per-pass ones
@@ -41,7 +41,7 @@ class PoolLoader(TensorLoader):
             raise ValueError("PoolLoader: give the ranges as pool_distortion, not distortion")
         if self.copies < 1:
             raise ValueError(f"distort_pool must be >= 1 copies, got {self.copies}")
-        self.originals, self.original_labels = tensor(self.images), tensor(self.labels)
+        self.originals, self.original_labels = units(self.images), tensor(self.labels)
         n = self.originals.shape[0]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + POOL_SALT)
         self.params = self.pool_distortion.sample(n * self.copies, gen)  # (copies N,) each
