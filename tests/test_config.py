@@ -11,7 +11,7 @@ import functools
 import json
 import types
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +29,7 @@ from lenet5.config import (
     SCHEDULES,
     TrainConfig,
     resolve_config,
+    validate,
 )
 from lenet5.data.datasets import DATASETS
 
@@ -290,3 +291,19 @@ def test_every_defined_name_is_known_to_every_factory():
     for name in SCHEDULES:
         rates = [schedules.lr_at(name, 0.1, e, s, 10, 4) for e in range(4) for s in range(10)]
         assert all(0 <= r <= 0.1 for r in rates) and torch.tensor(rates).isfinite().all()
+
+
+def test_float64_is_refused_where_torch_computes(data_root):
+    """``precision`` is the NumPy and compiled engines' arithmetic; PyTorch's engine refuses it
+    in one line rather than train in float32 under a float64 label."""
+    from lenet5.training.engine import make_engine
+
+    with pytest.raises(ValueError, match="precision float64 is the numpy and compiled"):
+        resolve_config(None, overrides=dict(engine="torch", precision="float64",
+                                            data_dir=str(data_root)))
+    cfg = resolve_config(None, overrides=dict(engine="auto", precision="float64"))
+    with pytest.raises(ValueError, match="PyTorch computes in float32"):  # auto -> torch (GPU)
+        make_engine(replace(cfg, engine="torch", precision="float64"), {}, "cpu")
+    validate(cfg)  # auto resolves to the compiled engine on a CPU
+    with pytest.raises(ValueError, match="precision"):
+        resolve_config(None, overrides=dict(precision="float16"))

@@ -45,6 +45,7 @@ Schedule = Literal["none", "paper", "step", "cosine", "onecycle", "onecycle-line
 Loss = Literal["map", "mle", "ce"]
 Device = Literal["auto", "cpu", "cuda"]
 NormalizationName = Literal["paper", "standard", "none", "lush"]
+Precision = Literal["float32", "float64"]
 
 ENGINES: tuple[str, ...] = get_args(Engine)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
@@ -53,6 +54,7 @@ PER_STEP_SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "onecycle-linear") 
 LOSSES: tuple[str, ...] = get_args(Loss)
 DEVICES: tuple[str, ...] = get_args(Device)
 NORMALIZATIONS: tuple[str, ...] = get_args(NormalizationName)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
 
@@ -151,6 +153,9 @@ class TrainConfig:
                                                             "BLAS (default: the cores other "
                                                             "processes leave idle)")
     amp: bool = setting(False, help="bfloat16 autocast (torch)")
+    precision: Precision = setting("float32", help="the arithmetic of the numpy and compiled "
+                                                   "engines (float64: weights, state and sums; "
+                                                   "torch computes in float32)")
     cuda_graph: bool = setting(False, help="torch on a GPU: replay each full training batch's "
                                            "step from one CUDA graph (sgd, adam or adamw; "
                                            "one process)")
@@ -321,6 +326,9 @@ def validate(cfg: TrainConfig) -> None:
          "nesterov needs momentum > 0"),
         (cfg.engine in ("torch", "auto") or not cfg.amp,
          f"amp is a PyTorch option; engine is {cfg.engine}"),
+        (cfg.precision == "float32" or cfg.engine != "torch",
+         f"precision {cfg.precision} is the numpy and compiled engines'; torch computes in "
+         "float32 (--amp: bfloat16)"),
         (cfg.engine in ("torch", "auto") or cfg.nproc == 1,
          f"nproc > 1 needs engine torch, not {cfg.engine}"),
         (not cfg.cuda_graph or cfg.engine in ("torch", "auto"),

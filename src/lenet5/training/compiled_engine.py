@@ -46,13 +46,15 @@ def pass_seed(seed: int, epoch: int) -> int:
 
 
 class CompiledEngine(ArrayEngine):
-    """Model + loss + optimiser compiled with Numba (float32, one process, CPU)."""
+    """Model + loss + optimiser compiled with Numba (float32, or float64 by ``precision``; one
+    process, CPU)."""
 
     name, label = "compiled", "compiled (Numba)"
 
     def __init__(self, cfg: TrainConfig, model_config: dict, device=None, ddp: bool = False):
         super().__init__(cfg, model_config, device or "cpu", ddp)
-        self.model = CompiledModel(cfg.model, model_config, np.float32, seed=cfg.seed)
+        self.model = CompiledModel(cfg.model, model_config, np.dtype(cfg.precision).type,
+                                   seed=cfg.seed)
         # The run's thread count (``--threads``, or the idle cores, as :func:`lenet5.training.
         # loop.train` decides it for every engine) for Numba's parallel loops, which only the
         # modern model's batch-wide kernels have (the 1998 network trains pattern by pattern on
@@ -107,7 +109,7 @@ class CompiledEngine(ArrayEngine):
     # -- evaluation
     def outputs(self, x) -> np.ndarray:
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
-        return self.model.forward(array(x), train=False)
+        return self.model.forward(self.inputs(x), train=False)
 
     def eval_step(self, x, y) -> tuple[float, int]:
         out = self.outputs(x)

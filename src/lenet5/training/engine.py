@@ -251,6 +251,7 @@ class ArrayEngine(Engine):
         from ..scratch import losses as np_losses
 
         super().__init__(cfg, model_config, device, ddp)
+        self.dtype = np.dtype(cfg.precision)  # the model's arithmetic; inputs are cast to it
         c = self.criterion  # (out, target) -> (batch mean, d loss / d out); eval: no smoothing
         self.loss_fn = np_losses.make_loss(c.loss, c.map_j, c.label_smoothing)
         self.eval_loss_fn = np_losses.make_loss(c.loss, c.map_j, grad=False)
@@ -262,16 +263,20 @@ class ArrayEngine(Engine):
         from ..scratch.optim import estimate_curvature
 
         self.optimizer.set_curvature(output_scaled(
-            estimate_curvature(self.model, array(x)), self.cfg.sdlm_output_d2))
+            estimate_curvature(self.model, self.inputs(x)), self.cfg.sdlm_output_d2))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One update; returns (loss summed over the batch, misclassified count)."""
         target = array(y).astype(np.int64)
-        out = self.model.forward(array(x), train=True)  # (B, 10)
+        out = self.model.forward(self.inputs(x), train=True)  # (B, 10)
         loss, dout = self.loss_fn(out, target)
         self.optimizer.step(self.model.backward(dout))
         errors = int((self.scores(out).argmax(1) != target).sum())
         return loss * len(target), errors
+
+    def inputs(self, x) -> np.ndarray:
+        """A batch as a NumPy array in the model's precision."""
+        return array(x).astype(self.dtype, copy=False)
 
     def state_dict(self) -> State:
         return self.model.state_dict()
@@ -340,4 +345,7 @@ def make_engine(cfg: TrainConfig, model_config: dict, device: torch.device | str
                          "use --engine torch with torchrun")
     if cfg.amp and not cls.supports_amp:
         raise ValueError(f"--amp is a PyTorch option; the {cls.label} engine computes in float32")
+    if cfg.precision != "float32" and cls.name == "torch":
+        raise ValueError(f"precision {cfg.precision} is the numpy and compiled engines'; "
+                         "PyTorch computes in float32 here")
     return cls(cfg, model_config, device, ddp)

@@ -22,13 +22,14 @@ from .engine import ArrayEngine
 
 
 class NumpyEngine(ArrayEngine):
-    """Model + loss + optimiser in NumPy (float32, one process, CPU)."""
+    """Model + loss + optimiser in NumPy (float32, or float64 by ``precision``; one process,
+    CPU)."""
 
     name, label = "numpy", "NumPy"
 
     def __init__(self, cfg: TrainConfig, model_config: dict, device=None, ddp: bool = False):
         super().__init__(cfg, model_config, device or "cpu", ddp)
-        self.model = build(cfg.model, model_config, np.float32, seed=cfg.seed)
+        self.model = build(cfg.model, model_config, np.dtype(cfg.precision).type, seed=cfg.seed)
         self.optimizer = make_optimizer(cfg.optimizer, self.model.params(), cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 
@@ -44,7 +45,7 @@ class NumpyEngine(ArrayEngine):
     # -- evaluation
     def outputs(self, x) -> np.ndarray:
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
-        return self.model.forward(array(x), train=False).copy()
+        return self.model.forward(self.inputs(x), train=False).copy()
 
     def eval_step(self, x, y) -> tuple[float, int]:
         out = self.outputs(x)
