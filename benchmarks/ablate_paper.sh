@@ -35,6 +35,9 @@ ROWS=(  # SEEDS|CHANGE
   "0-4|--set sdlm_output_d2=4"
   "0-2|--set sdlm_output_d2=8"
   "0-2|--set lr=2.5e-4 --set normalization=lush"
+  # session 15: float64 arithmetic (section 4b) and the MAP constant j = 0.01
+  "0-4|--set precision=float64"
+  "0-4|--set map_j=0.01"
 )
 bench() {  # bench SEEDS ROW...
   local seeds=$1; shift
