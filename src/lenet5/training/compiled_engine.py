@@ -111,12 +111,6 @@ class CompiledEngine(ArrayEngine):
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
         return self.model.forward(self.inputs(x), train=False)
 
-    def eval_step(self, x, y) -> tuple[float, int]:
-        out = self.outputs(x)
-        target = array(y).astype(np.int64)
-        loss, _ = self.eval_loss_fn(out, target)
-        return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
-
     def evaluate(self, x, y, norm: Normalization, batch_size: int, rank: int = 0,
                  world: int = 1) -> dict:
         """A whole split in one compiled call (normalisation included)."""

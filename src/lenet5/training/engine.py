@@ -278,6 +278,12 @@ class ArrayEngine(Engine):
         """A batch as a NumPy array in the model's precision."""
         return array(x).astype(self.dtype, copy=False)
 
+    def eval_step(self, x, y) -> tuple[float, int]:
+        out = self.outputs(x)
+        target = array(y).astype(np.int64)
+        loss, _ = self.eval_loss_fn(out, target)
+        return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
+
     def state_dict(self) -> State:
         return self.model.state_dict()
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -40,9 +40,6 @@ from .engine import Engine, PassTotals, device_type, make_engine, resolve_engine
 from .rundir import METRICS_NAME, RunLock, claim_for_new_run, run_directory, saving
 from .schedules import lr_at
 from .threads import auto_threads
-
-if TYPE_CHECKING:
-    pass
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,9 +65,14 @@ def uses_torch(cfg: TrainConfig, device: str, world: int) -> bool:
     the CPU, torchrun, and what only the loader makes with PyTorch for the compiled engine (the
     elastic, stroke, blur and noise augmentations, the paper's distortion pool, the batches of a
     per-step weight average)."""
-    augments = cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur
     return bool(cfg.engine != "compiled" or device_type(device) != "cpu" or world > 1
-                or cfg.deterministic or cfg.distort_pool or cfg.ema or augments)
+                or cfg.deterministic or cfg.distort_pool or cfg.ema or asks_augment(cfg))
+
+
+def asks_augment(cfg: TrainConfig) -> bool:
+    """Whether the config sets any of the loader's elastic, stroke, noise or blur strengths
+    (:class:`~lenet5.data.augment.Augment`, PyTorch's ops, decides whether they are active)."""
+    return bool(cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur)
 
 
 def _train(cfg: TrainConfig, device: str, rank: int, world: int, threads: int, log) -> dict:
@@ -204,7 +206,7 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
         distortion = Distortion(cfg.distort_translate, cfg.distort_scale, cfg.distort_squeeze,
                                 cfg.distort_shear, cfg.distort_rotate)
     augment = None
-    if cfg.elastic_alpha or cfg.augment_stroke or cfg.augment_noise or cfg.augment_blur:
+    if asks_augment(cfg):
         from ..data.augment import Augment  # PyTorch's ops
 
         augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import TrainConfig
-from ..data.loader import array
 from ..scratch import build
 from ..scratch.layers import Dropout
 from ..scratch.optim import make_optimizer
@@ -46,13 +45,3 @@ class NumpyEngine(ArrayEngine):
     def outputs(self, x) -> np.ndarray:
         """Eval-mode raw outputs ``(B, 10)``: RBF distances or logits."""
         return self.model.forward(self.inputs(x), train=False).copy()
-
-    def eval_step(self, x, y) -> tuple[float, int]:
-        out = self.outputs(x)
-        target = array(y).astype(np.int64)
-        loss, _ = self.eval_loss_fn(out, target)
-        return loss * len(target), int((self.scores(out).argmax(1) != target).sum())
-
-
-
-
