@@ -271,8 +271,7 @@ def load_data(cfg: TrainConfig, norm: Normalization, device: str):
     """(train, val or None, test) as (x, y): x ``(N, 1, 32, 32)`` in [0, 1] as torch tensors on
     ``device`` for the PyTorch engine and NumPy arrays for the NumPy engine; the raw ``(N, 28,
     28)`` uint8 digits for the compiled engine, which pads and scales each pattern as it loads
-    it (the same values; a 245 MB float copy of the training split saved, and its making, 0.4
-    s of start-up here)."""
+    it (the same values; no 245 MB float copy of the training split to make at start-up)."""
     xs, ys = load_split(cfg.dataset, "train", cfg.data_dir)
     if cfg.limit_train:
         xs, ys = xs[: cfg.limit_train], ys[: cfg.limit_train]
