@@ -57,6 +57,10 @@ PROBES = {  # name: (what, options on top of --preset robust)
     "w16-share0.25-e75": ("a quarter augmented, 75 epochs", ["--augment-share", "0.25",
                                                               "--epochs", "75"]),
     "w16-wd0.05-e50": ("the preset with weight decay 0.05 (was 5e-4)", ["--weight-decay", "0.05"]),
+    "w16-clean5-e50": ("the preset, its last 5 passes on the digits as they are",
+                       ["--clean-epochs", "5"]),
+    "w16-clean10-e50": ("the preset, its last 10 passes on the digits as they are",
+                        ["--clean-epochs", "10"]),
 }
 
 

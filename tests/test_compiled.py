@@ -547,3 +547,24 @@ def test_float64_precision_trains_through_the_loop(data_root, tmp_path):
     assert meta["train_config"]["precision"] == "float64"
     assert {v.dtype for v in state.values()} == {np.dtype(np.float64)}
     assert {v.dtype for k, v in opt.items() if k.endswith(".h")} == {np.dtype(np.float64)}
+
+
+def test_clean_passes_train_as_a_run_without_distortions(data_root, tmp_path):
+    """``--clean-epochs``: a run whose every pass is clean (the loader's augmentations and the
+    compiled engine's own affine warps both off) ends at the weights of a run that never asked
+    for them."""
+    from lenet5 import checkpoint as ckpt
+    from lenet5.training.loop import train
+
+    kw = dict(model="lenet5-modern", optimizer="adam", lr=1e-3, batch_size=64, epochs=1,
+              limit_train=512, eval_batch_size=5000)
+    quiet = dict(log=lambda *a: None)
+    train(engine_cfg(data_root, out=str(tmp_path / "plain"), **kw), **quiet)
+    train(engine_cfg(data_root, out=str(tmp_path / "clean"), distort=True, elastic_alpha=34.0,
+                     clean_epochs=1, **kw), **quiet)
+    train(engine_cfg(data_root, out=str(tmp_path / "warped"), distort=True, **kw), **quiet)
+    plain, clean, warped = (ckpt.read_checkpoint(tmp_path / name)[0]
+                            for name in ("plain", "clean", "warped"))
+    for k, v in plain.items():
+        np.testing.assert_array_equal(clean[k], v, err_msg=k)
+    assert any(not np.array_equal(warped[k], v) for k, v in plain.items())

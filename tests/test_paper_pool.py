@@ -80,3 +80,14 @@ def test_full_pool_draws_from_600000(data_root, tmp_path):
         progress=False, data_dir=str(data_root), out=str(tmp_path / "run"), sdlm_samples=100))
     row = train(small, log=lambda *a: None)
     assert row["test_error"] < 0.25
+
+
+def test_the_clean_passes_present_the_originals_in_the_passs_order(digits):
+    loader = PoolLoader(*digits, 1, Normalization.make("paper"), shuffle=True, seed=0,
+                        pool_distortion=Distortion(), clean_from=2)
+    loader.set_epoch(1)
+    assert not torch.equal(loader.images, digits[0])
+    loader.set_epoch(2)
+    assert loader.is_clean(2) and torch.equal(loader.images, digits[0])
+    assert torch.equal(loader.labels, digits[1])
+    assert np.array_equal(loader.order(), torch.randperm(400, generator=loader.generator(1)).numpy())

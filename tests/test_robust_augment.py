@@ -130,3 +130,41 @@ def test_the_compiled_engine_learns_from_augmented_digits(data_root, tmp_path):
     row = train(cfg, log=lambda *a: None)
     assert row["test_error"] < 0.06
     assert row["train_error"] > row["test_error"]  # augmented digits are harder than clean ones
+
+
+def test_the_clean_passes_at_the_end_present_the_digits_as_they_are(digits):
+    """``--clean-epochs N``: the last N passes get neither the affine warp nor the
+    augmentations; the order is still the pass's own, so a clean pass's batches are a plain
+    loader's batches of the same pass."""
+    from lenet5.data.transforms import Distortion
+
+    x, y = digits
+    norm = Normalization.make("none")
+    kw = dict(shuffle=True, seed=4, distortion=Distortion(rotate=15.0),
+              augment=Augment(34.0, 4.0, 1.2, 0.4, 1.2))
+    loader = TensorLoader(x, y, 64, norm, clean_from=3, **kw)
+    plain = TensorLoader(x, y, 64, norm, shuffle=True, seed=4)
+    distorted = TensorLoader(x, y, 64, norm, **kw)
+    for epoch in range(5):
+        for each in (loader, plain, distorted):
+            each.set_epoch(epoch)
+        assert loader.is_clean(epoch) == (epoch >= 3)
+        want = plain if epoch >= 3 else distorted
+        assert all(torch.equal(a, b) and torch.equal(la, lb)
+                   for (a, la), (b, lb) in zip(loader.batches(), want.batches()))
+    loader.set_epoch(1)  # going back (a resumed run) distorts again
+    assert loader.distortion is not None and loader.augment is not None
+
+
+def test_clean_epochs_is_checked_and_reaches_the_loader(digits):
+    from lenet5.training.loop import make_loader
+
+    cfg = resolve_config("robust", overrides={"clean_epochs": 5})
+    loader = make_loader(cfg, digits, Normalization.make("standard"), 0, 1)
+    assert loader.clean_from == cfg.epochs - 5
+    assert make_loader(resolve_config("robust"), digits, Normalization.make("standard"), 0,
+                       1).clean_from is None
+    with pytest.raises(ValueError, match="clean_epochs 11 is more than the run's 10 epochs"):
+        resolve_config(None, overrides={"clean_epochs": 11, "epochs": 10})
+    with pytest.raises(ValueError, match="clean_epochs"):
+        resolve_config(None, overrides={"clean_epochs": -1})

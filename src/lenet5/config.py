@@ -112,6 +112,8 @@ class TrainConfig:
     augment_share: float = setting(1.0, ge=0, le=1, help="the share of training images the "
                                    "elastic and appearance augmentations touch (the others "
                                    "only get the affine distortion)")
+    clean_epochs: int = setting(0, ge=0, le=10_000, help="the last N passes train on the digits "
+                                "as they are, with no distortion or augmentation (0: none)")
     # optimisation
     epochs: int = setting(10, ge=1, le=10_000, help="passes over the training images")
     batch_size: int = setting(64, ge=1, le=65_536, help="images per update")
@@ -318,6 +320,8 @@ def validate(cfg: TrainConfig) -> None:
     loss = cfg.loss or entry.loss
     checks = [
         (not cfg.distort_pool or cfg.distort, "distort_pool needs --distort (its ranges)"),
+        (cfg.clean_epochs <= cfg.epochs,
+         f"clean_epochs {cfg.clean_epochs} is more than the run's {cfg.epochs} epochs"),
         (loss == "ce" or entry.head == "rbf",
          f"loss {loss} needs an RBF head; {cfg.model} has {entry.head} (use ce)"),
         (cfg.optimizer != "sdlm" or entry.curvature,

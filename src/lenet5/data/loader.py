@@ -89,15 +89,25 @@ class TensorLoader:
     drop_last: bool = False
     epoch: int = 0
     augment: Augment | None = None  # elastic, stroke, noise after the affine warp (augment.py)
+    clean_from: int | None = None  # passes from this one on present the digits as they are
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
             raise ValueError("images and labels differ in length")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self._planned = (self.distortion, self.augment)
+        TensorLoader.set_epoch(self, self.epoch)  # (a subclass's is not ready to run yet)
 
     def set_epoch(self, epoch: int) -> None:
+        """Pass ``epoch`` next: its order and draws, and no distortion or augmentation in the
+        clean passes at the end (``clean_from``)."""
         self.epoch = epoch
+        self.distortion, self.augment = (None, None) if self.is_clean(epoch) else self._planned
+
+    def is_clean(self, epoch: int) -> bool:
+        """Whether pass ``epoch`` presents the digits as they are (``--clean-epochs``)."""
+        return self.clean_from is not None and epoch >= self.clean_from
 
     @property
     def global_batch(self) -> int:

@@ -58,8 +58,11 @@ class PoolLoader(TensorLoader):
         return torch.randperm(self.pool_size, generator=gen)[: self.originals.shape[0]]
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().set_epoch(epoch)
         if self._loaded == epoch:
+            return
+        if self.is_clean(epoch):  # the clean passes at the end: the originals, in their order
+            self.images, self.labels, self._loaded = self.originals, self.original_labels, epoch
             return
         idx = self.pass_indices(epoch)
         n = self.originals.shape[0]

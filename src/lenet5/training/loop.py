@@ -212,14 +212,16 @@ def make_loader(cfg: TrainConfig, train_xy, norm: Normalization, rank: int,
         augment = Augment(cfg.elastic_alpha, cfg.elastic_sigma, cfg.augment_stroke,
                           cfg.augment_noise, cfg.augment_blur, cfg.augment_share)
         augment = augment if augment.active else None
+    clean_from = cfg.epochs - cfg.clean_epochs if cfg.clean_epochs else None
     if cfg.distort_pool:  # the paper's protocol: copies drawn once, passes drawn from them
         from ..data.pool import PoolLoader  # PyTorch's ops
 
         return PoolLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
-                          rank=rank, world_size=world, augment=augment,
+                          rank=rank, world_size=world, augment=augment, clean_from=clean_from,
                           pool_distortion=distortion, copies=cfg.distort_pool)
     return TensorLoader(*train_xy, cfg.batch_size, norm, shuffle=cfg.shuffle, seed=cfg.seed,
-                        distortion=distortion, rank=rank, world_size=world, augment=augment)
+                        distortion=distortion, rank=rank, world_size=world, augment=augment,
+                        clean_from=clean_from)
 
 
 def pick_device(name: str) -> str:
