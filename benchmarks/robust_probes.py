@@ -61,6 +61,8 @@ PROBES = {  # name: (what, options on top of --preset robust)
                        ["--clean-epochs", "5"]),
     "w16-clean10-e50": ("the preset, its last 10 passes on the digits as they are",
                         ["--clean-epochs", "10"]),
+    "w16-shear0.1-e50": ("the preset with the affine shear at 0.1 (was 0.2)",
+                         ["--distort-shear", "0.1"]),
 }
 
 
