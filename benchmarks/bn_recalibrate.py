@@ -3,7 +3,7 @@
 A model trained on distorted and augmented digits keeps running batch-norm statistics of
 those. For each run given (trained with ``--val-split N``), this counts the validation errors
 with its own statistics, then with the statistics re-estimated on its undistorted training
-digits (the first ``60,000 - N``; weights unchanged; PyTorch's cumulative average over batches
+digits (the first ``60,000 - N``, or of ``--limit-train``'s; weights unchanged; PyTorch's cumulative average over batches
 of 128 in training mode), on the same held-out digits. The test set is never read.
 
     python benchmarks/bn_recalibrate.py --data-dir ../shared/data runs/r17/w16-share0.25-e50-s{0,1,2}
@@ -14,9 +14,7 @@ prints the table and writes ``benchmarks/results/bn-recalibrate.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,16 +43,16 @@ def main() -> int:
     images, labels = load_split("mnist", "train", args.data_dir)
     rows, out = [], {}
     for run in args.runs:
-        config = json.loads((Path(run) / "config.json").read_text())
-        split = config["val_split"]
+        loaded = load(run)
+        split, limit = loaded.train_config["val_split"], loaded.train_config.get("limit_train")
         if not split:
             raise SystemExit(f"{run}: trained without --val-split; its validation digits are unknown")
-        loaded = load(run)
         model = loaded.model.eval()
         norm = Normalization(**loaded.meta["normalization"])
-        cut = len(images) - split
-        vx = norm(to_unit(images[cut:]))
-        vy = torch.as_tensor(labels[cut:].astype(np.int64))
+        end = limit or len(images)  # the loop holds out the last `split` of the first `limit`
+        cut = end - split
+        vx = norm(to_unit(images[cut:end]))
+        vy = torch.as_tensor(labels[cut:end].astype(np.int64))
         before = errors(model, vx, vy)
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if not norms:
