@@ -147,3 +147,20 @@ def test_the_compiled_engine_trains_without_importing_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout
+
+
+def test_the_compiled_engine_loads_numba_without_scipys_linear_algebra():
+    """Numba's first kernel load would import ``scipy.linalg`` (0.25-0.4 s of start-up) to
+    decide whether ``np.correlate`` may use BLAS; ``lenet5.compiled`` loads Numba's registries
+    without it, then sets that flag as Numba would have, and ``np.dot`` in other jitted code
+    still works (it imports BLAS when compiled)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import lenet5.compiled, lenet5.training.compiled_engine; "
+            "print('scipy.linalg' in sys.modules); "
+            "import numba.np.arraymath as a, numpy as np; from numba import njit; "
+            "import importlib.util; print(a._HAVE_BLAS == (importlib.util.find_spec('scipy') "
+            "is not None)); print(njit(lambda x: np.dot(x, x))(np.ones(3)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "3.0"], out.stdout + out.stderr

@@ -82,6 +82,28 @@ def test_state_dict_names_shapes_dtypes_match_torch(name, config):
     assert set(ours.params()) == {k for k, _ in ref.named_parameters()}
 
 
+@pytest.mark.parametrize("name, config", [*VARIANTS, ("lenet5-lush", {}),
+                                           ("lenet5-modern-bn", {"widths": [16, 32, 56, 84]})])
+def test_checkpoint_shape_check_from_the_numpy_model_is_torchs(name, config):
+    """A checkpoint's header is checked against the NumPy model's tensors where it has one (no
+    PyTorch import for the NumPy and compiled engines): the same as the torch model's."""
+    from lenet5.checkpoint import _numpy_state
+    from lenet5.models import make_config
+
+    full = make_config(name, config).to_dict()
+    want = {k: ("float" if v.is_floating_point() else "int", tuple(v.shape))
+            for k, v in create_model(name, **full).state_dict().items()}
+    assert _numpy_state(name, full) == want
+
+
+def test_numpy_engine_reads_the_bundled_weights_without_torch():
+    code = ("import sys; from lenet5.inference.predict import Predictor; "
+            "[Predictor.load(n, engine='numpy') for n in "
+            "('lenet5-1998', 'lenet5-modern', 'lenet5-robust')]; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_engine_imports_numpy_only():
     code = ("import sys, lenet5.scratch, lenet5.scratch.optim, lenet5.scratch.losses; "
             "import lenet5.models.spec; "

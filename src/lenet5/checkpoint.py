@@ -309,21 +309,42 @@ INT_CODES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
 @functools.lru_cache(maxsize=32)
 def _expected_state(model: str, config_json: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     """``{name: (kind, shape)}`` of the model's state dict. A config no larger than the default
-    (every whole number in it at most its default) is built for real, which costs nothing; a
-    larger one on torch's ``meta`` device: shapes and dtypes only, nothing allocated, whatever
-    the widths. (Not always ``meta``: the 1998 model's initialisation there imports torch's
-    compiler stack, seconds on a first call.)"""
-    import torch
-
+    (every whole number in it at most its default) is built for real, which costs nothing: as
+    the NumPy engine's model where it has one (the same names, kinds and shapes as torch's,
+    tested; so the NumPy and compiled engines read checkpoints without importing PyTorch),
+    else as the torch model. A larger one is built on torch's ``meta`` device: shapes and
+    dtypes only, nothing allocated, whatever the widths. (Not always ``meta``: the 1998
+    model's initialisation there imports torch's compiler stack, seconds on a first call.)"""
     from .models import create_model, get_entry
 
     config = json.loads(config_json)
-    defaults = {f.name: f.default for f in fields(get_entry(model).config)}
+    entry = get_entry(model)
+    defaults = {f.name: f.default for f in fields(entry.config)}
     small = all(_sizes(v) <= _sizes(defaults.get(k)) for k, v in config.items())
+    if small and entry.numpy is not None:
+        state = _numpy_state(model, config)
+        if state is not None:
+            return state
+    import torch
+
     with torch.device("cpu" if small else "meta"):
         module = create_model(model, **config)
     return {k: ("float" if v.is_floating_point() else "int", tuple(v.shape))
             for k, v in module.state_dict().items()}
+
+
+def _numpy_state(model: str, config: dict) -> dict[str, tuple[str, tuple[int, ...]]] | None:
+    """The NumPy model's ``{name: (kind, shape)}``, or None where it cannot build ``config``."""
+    import numpy as np
+
+    from .models import build_numpy
+
+    try:
+        state = build_numpy(model, config, "float32", 0).state_dict()
+    except (ValueError, TypeError, NotImplementedError):
+        return None  # an option only the torch model has: ask torch
+    return {k: ("float" if np.issubdtype(v.dtype, np.floating) else "int", tuple(v.shape))
+            for k, v in state.items()}
 
 
 def _sizes(value: Any) -> int:

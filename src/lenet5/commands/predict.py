@@ -6,7 +6,6 @@ import json
 import sys
 
 from ..inference.load import ENGINES
-from ..inference.predict import PredictError, Predictor, load_image
 
 
 def register(sub) -> None:
@@ -34,6 +33,8 @@ def add_source_argument(p) -> None:
 
 
 def cmd_predict(args) -> int:
+    from ..inference.predict import PredictError, Predictor, load_image  # Pillow: only here
+
     predictor = Predictor.load(args.source, engine=args.engine, reject=args.reject)
     results, failed = [], 0
     for path in args.images:

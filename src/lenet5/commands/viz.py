@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..inference.images import PredictError, load_image, preprocess
 from .predict import add_source_argument
 
 KINDS = {
@@ -92,6 +91,8 @@ def make_figure(args):
 
 
 def feature_input(args, dataset: str):
+    from ..inference.images import PredictError, load_image, preprocess
+
     if args.test_index is not None:
         from ..data.datasets import load_split
 

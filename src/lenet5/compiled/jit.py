@@ -29,7 +29,50 @@ at 0.83x the speed (session 14, ``benchmarks/bench_compile.py``, JSON
 compiled for them.
 """
 
+import sys
+from pathlib import Path
+
 from numba import njit
+
+
+def _load_numba_registries() -> None:
+    """Load Numba's CPU implementations now, without SciPy's linear algebra.
+
+    Numba imports its implementations on the first compile or cached-kernel load, and with them
+    ``scipy.linalg.cython_blas``, only to decide whether ``np.correlate``/``np.convolve`` may
+    call BLAS; importing ``scipy.linalg`` costs 0.25-0.4 s, a fifth of ``lenet5 train``'s
+    start-up (session 17), and no kernel here uses BLAS. So the registries are loaded with that
+    one import refused, and Numba's flag is then set to what it would have found, so jitted
+    code elsewhere in the process is unaffected (``np.dot`` imports BLAS when it is compiled).
+    """
+    import numba.np  # noqa: F401 - the package whose arraymath is about to be imported
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return  # loaded already, or SciPy's BLAS is in the process anyway
+    from numba.core.registry import cpu_target
+
+    name = "scipy.linalg.cython_blas"
+    sys.modules[name] = None  # an import of it raises ImportError without loading scipy.linalg
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
+    from numba.np import arraymath
+
+    arraymath._HAVE_BLAS = _scipy_has_blas()
+
+
+def _scipy_has_blas() -> bool:
+    """Whether ``scipy.linalg.cython_blas`` is installed, without importing ``scipy.linalg``."""
+    try:
+        import scipy
+    except ImportError:
+        return False
+    return any(any(Path(p, "linalg").glob("cython_blas*")) for p in scipy.__path__)
+
+
+_load_numba_registries()
 
 jit = njit(cache=True, fastmath=False, error_model="numpy")
 # The same, for the batch-wide training kernels of the modern model (:mod:`.kernels_modern`,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -27,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+
+if "IPython" in sys.modules:  # a notebook: tqdm.auto picks the widget bar
+    from tqdm.auto import tqdm
+else:  # a terminal: tqdm.auto would also import asyncio (0.05-0.08 s of start-up)
+    from tqdm import tqdm
 
 from .. import checkpoint as ckpt
 from ..config import PER_STEP_SCHEDULES, TrainConfig, validate
