@@ -130,7 +130,7 @@ def test_the_command_line_parser_does_not_import_torch():
     import sys
 
     code = ("import sys; from lenet5.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numba', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
