@@ -64,6 +64,7 @@ PROBES = {  # name: (what, options on top of --preset robust)
     "w16-shear0.1-e50": ("the preset with the affine shear at 0.1 (was 0.2)",
                          ["--distort-shear", "0.1"]),
     "w16-lr2e-3-e50": ("the preset at half the peak rate, 2e-3 (was 4e-3)", ["--lr", "2e-3"]),
+    "w16-b64-e50": ("the preset at batch 64 (was 128), twice the steps", ["--batch-size", "64"]),
 }
 
 

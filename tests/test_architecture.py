@@ -125,7 +125,7 @@ def test_numpy_engine_imports_numpy_and_the_spec_alone():
 
 def test_the_command_line_parser_does_not_import_torch():
     """``lenet5 --help`` and every command's flags come without PyTorch's import (about 2 s
-    here): commands import it when they run (issue 14, start-up)."""
+    here), Numba's or Pillow's: commands import them when they run (issue 14, start-up)."""
     import subprocess
     import sys
 
