@@ -96,12 +96,16 @@ def test_checkpoint_shape_check_from_the_numpy_model_is_torchs(name, config):
     assert _numpy_state(name, full) == want
 
 
-def test_numpy_engine_reads_the_bundled_weights_without_torch():
+def test_numpy_engine_reads_and_evaluates_the_bundled_weights_without_torch(data_root):
+    """``predict`` and ``evaluate --engine numpy`` run without PyTorch (start-up, issue 14)."""
     code = ("import sys; from lenet5.inference.predict import Predictor; "
+            "from lenet5.inference.evaluate import evaluate_checkpoint; "
             "[Predictor.load(n, engine='numpy') for n in "
             "('lenet5-1998', 'lenet5-modern', 'lenet5-robust')]; "
-            "sys.exit('torch' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+            f"m = evaluate_checkpoint('lenet5-modern', data_dir={str(data_root)!r}, engine='numpy'); "
+            "print(m['n'], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["10000", "False"], out.stdout + out.stderr
 
 
 def test_engine_imports_numpy_only():

@@ -8,17 +8,22 @@ class, then macro and support-weighted averages).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
-@torch.no_grad()
 def model_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Raw outputs of ``model`` in eval mode over ``x``, in batches, on ``x``'s device."""
+    import torch
+
     was_training = model.training
     model.eval()
-    outs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    with torch.no_grad():
+        outs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
     model.train(was_training)
     return torch.cat(outs).float()
 
@@ -98,18 +103,18 @@ def evaluate_checkpoint(
     """Evaluate a model on a split: the metrics dict plus context. ``source`` is anything
     :func:`lenet5.inference.load.load` accepts (a run, a checkpoint file, a bundled name)."""
     from ..data.datasets import get_spec, load_split
-    from ..data.transforms import Normalization, to_unit
+    from ..data.transforms import Normalization, to_unit, unit_array
     from .load import load
 
     loaded = load(source, engine=engine)
     meta, model = loaded.meta, loaded.model
     dataset = dataset or meta["dataset"]
     images, labels = load_split(dataset, split, data_dir)
-    x = Normalization(**meta["normalization"])(to_unit(images))
-    if engine == "numpy":
-        preds = model.predict(x.numpy(), batch_size)
+    norm = Normalization(**meta["normalization"])
+    if engine == "numpy":  # NumPy only, no PyTorch import: the same float32 values
+        preds = model.predict(norm(unit_array(images)), batch_size)
     else:
-        preds = model.scores(model_outputs(model, x, batch_size)).argmax(1).numpy()
+        preds = model.scores(model_outputs(model, norm(to_unit(images)), batch_size)).argmax(1).numpy()
     metrics = classification_metrics(labels, preds, get_spec(dataset).classes)
     metrics.update(checkpoint=str(loaded.path), name=loaded.name, model=meta["model"],
                    dataset=dataset, split=split, engine=engine)
