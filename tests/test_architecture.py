@@ -150,7 +150,7 @@ def test_the_compiled_engine_trains_without_importing_torch():
 
 
 def test_the_compiled_engine_loads_numba_without_scipys_linear_algebra():
-    """Numba's first kernel load would import ``scipy.linalg`` (0.25-0.4 s of start-up) to
+    """Numba's first kernel load would import ``scipy.linalg`` (0.38 s of start-up in a profile) to
     decide whether ``np.correlate`` may use BLAS; ``lenet5.compiled`` loads Numba's registries
     without it, then sets that flag as Numba would have, and ``np.dot`` in other jitted code
     still works (it imports BLAS when compiled)."""

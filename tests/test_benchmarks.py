@@ -134,6 +134,16 @@ def test_bench_time99_quick(tmp_path, data_root):
 
 
 @pytest.mark.slow
+def test_bench_startup_quick(tmp_path, data_root):
+    r = run_quick("bench_startup.py", tmp_path, "--data-dir", str(data_root))
+    med = r["medians"]
+    train = "train --preset fast (640 digits, 1 pass)"
+    assert 0 < med[f"{train}: banner"]["HEAD"] < med[f"{train}: exit"]["HEAD"]
+    assert {k.split(":")[0] for k in med} == set(r["runs"]) and len(r["runs"]) == 4
+    assert all(len(by_side["HEAD"]) == 1 for by_side in r["runs"].values())
+
+
+@pytest.mark.slow
 def test_bench_throughput_quick(tmp_path):
     r = run_quick("bench_throughput.py", tmp_path, "--case", "0", "--case", "3")  # numpy 1998, torch modern
     engines = {(x["engine"], x["model"]): x for x in r["results"]}
