@@ -65,6 +65,8 @@ PROBES = {  # name: (what, options on top of --preset robust)
                          ["--distort-shear", "0.1"]),
     "w16-lr2e-3-e50": ("the preset at half the peak rate, 2e-3 (was 4e-3)", ["--lr", "2e-3"]),
     "w16-b64-e50": ("the preset at batch 64 (was 128), twice the steps", ["--batch-size", "64"]),
+    "w24-32-48-e50": ("C1/C3/C5 of 24/32/48 maps (63,458 parameters; the preset 16/32/56)",
+                      ["--set", "model_args.widths=[24,32,48,84]"]),
 }
 
 
