@@ -41,9 +41,10 @@ def _load_numba_registries() -> None:
     Numba imports its implementations on the first compile or cached-kernel load, and with them
     ``scipy.linalg.cython_blas``, only to decide whether ``np.correlate``/``np.convolve`` may
     call BLAS; importing ``scipy.linalg`` took 0.38 s of ``lenet5 train``'s start-up in an
-    import profile (session 17, docs/results.md), and no kernel here uses BLAS. So the registries are loaded with that
-    one import refused, and Numba's flag is then set to what it would have found, so jitted
-    code elsewhere in the process is unaffected (``np.dot`` imports BLAS when it is compiled).
+    import profile (session 17, docs/results.md), and no kernel here uses BLAS. So the
+    registries are loaded with that one import refused, and Numba's flag is then set to what it
+    would have found, so jitted code elsewhere in the process is unaffected (``np.dot`` imports
+    BLAS when it is compiled).
     """
     import numba.np  # noqa: F401 - the package whose arraymath is about to be imported
 

@@ -31,7 +31,7 @@ import numpy as np
 
 if "IPython" in sys.modules:  # a notebook: tqdm.auto picks the widget bar
     from tqdm.auto import tqdm
-else:  # a terminal: tqdm.auto would also import asyncio (0.05-0.08 s of start-up)
+else:  # a terminal: tqdm.auto would also import asyncio (0.08 s in an import profile)
     from tqdm import tqdm
 
 from .. import checkpoint as ckpt
