@@ -22,7 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, machine_info, markdown_table, run_timed, worktree, write_result
+from common import (
+    RESULTS,
+    machine_info,
+    markdown_table,
+    run_timed,
+    tree_env,
+    worktree,
+    write_result,
+)
 
 
 def digit_png(data_dir: str, path: Path) -> Path:
@@ -36,10 +44,13 @@ def digit_png(data_dir: str, path: Path) -> Path:
     return path
 
 
+TRAIN = "train --preset fast (640 digits, 1 pass)"
+
+
 def commands(data_dir: str, out: Path, image: Path) -> dict[str, list[str]]:
     lenet5 = [sys.executable, "-m", "lenet5"]
     return {
-        "train --preset fast (640 digits, 1 pass)": [
+        TRAIN: [
             *lenet5, "train", "--preset", "fast", "--limit-train", "640", "--no-progress",
             "--threads", "2", "--data-dir", data_dir, "--out", str(out)],
         "predict --engine numpy (one image)": [
@@ -55,12 +66,6 @@ def timed(cmd: list[str], env: dict | None, out: Path) -> dict:
     banner = next((s for s, text in run["lines"] if text.rstrip().endswith(f"run {out}")), None)
     return {"banner": banner, "exit": run["process_seconds"],
             "load": run["load_average_1min_before"]}
-
-
-def tree_env(tree: Path | None) -> dict | None:
-    if tree is None:
-        return None
-    return {**os.environ, "PYTHONPATH": str(tree / "src")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,14 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, \
             (worktree(args.before) if args.before else contextlib.nullcontext()) as tree:
         image = digit_png(args.data_dir, Path(tmp) / "digit.png")
-        envs = {"HEAD": None, **({args.before: tree_env(tree)} if args.before else {})}
-        for side in sides:  # untimed: load or compile the kernels
-            out = Path(tmp) / f"warm-{len(side)}"
-            run_timed(commands(args.data_dir, out, image)["train --preset fast (640 digits, 1 pass)"],
-                      env=envs[side])
+        envs = {"HEAD": None, **({args.before: tree_env(args.before, tree)} if args.before else {})}
+        for k, side in enumerate(sides):  # untimed: load or compile the kernels
+            run_timed(commands(args.data_dir, Path(tmp) / f"warm-{k}", image)[TRAIN], env=envs[side])
         for i in range(args.repeats):
-            for side in sides:
-                out = Path(tmp) / f"run-{i}-{sides.index(side)}"
+            for k, side in enumerate(sides):
+                out = Path(tmp) / f"run-{i}-{k}"
                 for name, cmd in commands(args.data_dir, out, image).items():
                     times.setdefault(name, {}).setdefault(side, []).append(timed(cmd, envs[side], out))
     rows, summary = [], {}

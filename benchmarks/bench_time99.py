@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import statistics
 import sys
@@ -45,6 +44,7 @@ from common import (
     machine_info,
     markdown_table,
     run_timed,
+    tree_env,
     worktree,
     write_result,
 )
@@ -114,16 +114,6 @@ def probe(data_dir: str | None) -> dict:
             "data": t["t_data"] - t["t_imports"]}
 
 
-def older(rev: str, tree: Path) -> dict:
-    """The environment that makes a child import the package at ``tree`` (checked)."""
-    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    where = child_json([sys.executable, "-c", "import json, lenet5; print(json.dumps(lenet5.__file__))"],
-                       env=env)
-    if not where.startswith(str(tree)):
-        raise SystemExit(f"--before {rev}: the child imported {where}, not the tree at {tree}")
-    return env
-
-
 def secs(t: float | None) -> str:
     return f"{t:.1f}" if t is not None else "not reached"
 
@@ -151,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     before_runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-time99-") as tmp, \
             (worktree(args.before) if args.before else contextlib.nullcontext()) as tree:
-        env = older(args.before, tree) if args.before else None
+        env = tree_env(args.before, tree) if args.before else None
         if env is not None:  # load (and, in the new tree, compile) both trees' kernels first
             for name, e in (("warm-head", None), ("warm-before", env)):
                 train_fast(Path(tmp) / name, common, ["--limit-train", "512"], args.target, e)

@@ -161,3 +161,14 @@ def worktree(rev: str) -> Iterator[Path]:
             yield tree
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
+
+
+def tree_env(rev: str, tree: Path) -> dict:
+    """The environment that makes a child import the package at ``tree``, a :func:`worktree`
+    of ``rev`` (checked: an editable install could otherwise win over ``PYTHONPATH``)."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    where = child_json([sys.executable, "-c", "import json, lenet5; print(json.dumps(lenet5.__file__))"],
+                       env=env)
+    if not where.startswith(str(tree)):
+        raise SystemExit(f"--before {rev}: the child imported {where}, not the tree at {tree}")
+    return env
