@@ -106,12 +106,16 @@ def main() -> int:
         return 0
 
     info = machine_info(threads=1)
-    results = {"HEAD": child(None, args.data_dir)}
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
+                           text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    here = "working tree" if dirty else "HEAD"  # never the same name as --before's
+    results = {here: child(None, args.data_dir)}
     if args.before:
+        before = args.before if args.before != here else f"{args.before} (before)"
         with worktree(args.before) as tree:
-            results[args.before] = child(tree / "src", args.data_dir)
-            if not results[args.before]["package"].startswith(str(tree)):
-                raise SystemExit(f"the child read {results[args.before]['package']}, not {tree}")
+            results[before] = child(tree / "src", args.data_dir)
+            if not results[before]["package"].startswith(str(tree)):
+                raise SystemExit(f"the child read {results[before]['package']}, not {tree}")
 
     revs = list(results)
     rows = []
@@ -125,7 +129,7 @@ def main() -> int:
     speed = [results[r]["modern pass images/s"] for r in revs]
     print("\nthe modern pass once compiled (batch 64, 6,400 digits, best of 3), images/s: "
           + ", ".join(f"{r} {v:,.0f}" for r, v in zip(revs, speed))
-          + (f" (HEAD / before {speed[0] / speed[1]:.2f}x)" if len(revs) > 1 else ""))
+          + (f" ({revs[0]} / {revs[1]} {speed[0] / speed[1]:.2f}x)" if len(revs) > 1 else ""))
     write_result(args.json, {**info, "seconds": results})
     return 0
 
