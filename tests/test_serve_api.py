@@ -470,7 +470,14 @@ def test_serve_command_loads_checkpoints_and_bundled_models(tmp_path, capsys):
     assert main(["serve", "--model", "no-such-model"]) == 1
     assert "no bundled model 'no-such-model'" in capsys.readouterr().err
     assert main(["serve", "--workers", "0"]) == 1
-    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+    assert "--workers must be from 1 to " in capsys.readouterr().err
+    # A process each: an absurd count is refused before any starts (it once forked until the
+    # machine stalled), and so are absurd thread counts.
+    assert main(["serve", "--workers", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert "--workers must be from 1 to " in err and "got 100000" in err and err.count("\n") == 1
+    assert main(["serve", "--threads", "100000"]) == 1
+    assert "--threads must be from 1 to 1024, got 100000" in capsys.readouterr().err
     # Checkpoints are opened through the front door, which checks them: one line, no traceback.
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}")
     assert main(["serve", "--checkpoint", str(tmp_path / "bad.safetensors")]) == 1

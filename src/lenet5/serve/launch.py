@@ -18,16 +18,27 @@ from . import workers as pool
 from .server import WORKER_ENV, bind, build_app, uvicorn_options
 from .timeouts import Timeouts
 
+MAX_THREADS = 1024  # as lenet5 train's --threads
+
+
+def max_workers() -> int:
+    """The most processes ``--workers`` may ask for: 4 per core this process may use (one per
+    core serves the most requests per second, docs/results.md; more only costs memory)."""
+    from ..training.threads import usable_cores
+
+    return 4 * usable_cores()
+
 
 def serve(checkpoints: list[str], names: list[str], *, host: str, port: int, threads: int = 1,
           workers: int = 1, log_level: str = "info", timeouts: Timeouts | None = None) -> int:
     """Load the models, listen, print where, and serve until stopped; returns the exit status."""
     import uvicorn
 
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    if threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {threads}")
+    if not 1 <= workers <= max_workers():
+        raise ValueError(f"--workers must be from 1 to {max_workers()} (4 per core here: each "
+                         f"is a process with its own PyTorch, about 300 MB), got {workers}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"--threads must be from 1 to {MAX_THREADS}, got {threads}")
     timeouts = timeouts or Timeouts()
     # Absolute, as every process is to read the same files (a bundled name stays a name).
     checkpoints = [str(Path(c).resolve()) if Path(c).exists() else c for c in checkpoints]

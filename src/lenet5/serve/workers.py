@@ -112,7 +112,9 @@ def run(spec: dict, host: str, port: int, workers: int, log_level: str, banner: 
         stopping = True
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    procs = [start() for _ in range(workers)]
+    procs = []
+    while len(procs) < workers and not stopping:  # Ctrl-C or SIGTERM also stops the starting
+        procs.append(start())
     try:
         deadline, up = time.monotonic() + READY_TIMEOUT_S, 0
         while up < workers and not stopping:
