@@ -386,3 +386,20 @@ def test_random_tensor_dtypes_open_or_are_a_checkpoint_error(scratch, data):
     for key, v in changed.items():
         assert np.issubdtype(v.dtype, np.floating) == np.issubdtype(tensors[key].dtype, np.floating)
     assert loaded.meta["model"] == meta["model"]  # the architecture the bundle holds
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_new_file(tmp_path):
+    """``mkstemp`` creates its files 0600; what lands at the final name is readable as any new
+    file the user makes (the umask decides), and a file it replaces is replaced, mode too."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert ckpt.FILE_MODE == 0o666 & ~mask
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    target = tmp_path / "config.json"
+    target.write_text("{}")
+    target.chmod(0o600)
+    ckpt.atomic_write_text(target, '{"a": 1}')
+    assert target.read_text() == '{"a": 1}'
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == ckpt.FILE_MODE
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

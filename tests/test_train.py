@@ -61,6 +61,10 @@ def test_checkpoint_is_self_describing_and_atomic(data_root, tmp_path):
     assert meta["epoch"] == 1 and "torch" in meta["versions"] and meta["train_config"]["epochs"] == 1
     assert "c1.1.running_mean" in state and opt  # buffers and optimiser state both saved
     assert not list((tmp_path / "run").glob(".*.tmp"))
+    # Readable as any new file is (mkstemp's files are private): 0644 under umask 022.
+    for f in (tmp_path / "run").iterdir():
+        if f.is_file():
+            assert f.stat().st_mode & 0o777 == ckpt.FILE_MODE, f.name
     model = load(tmp_path / "run").model
     assert sum(p.numel() for p in model.parameters()) == 61932
 

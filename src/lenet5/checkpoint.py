@@ -52,8 +52,27 @@ class CheckpointError(RuntimeError):
 # ----------------------------------------------------------------------------- writing
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux says (a server's threads may
+    be creating files meanwhile), else by setting it and back (at import, before any)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: 0644 under umask 022
+
+
 def atomic_write(path: str | Path, write_fn) -> Path:
-    """Call ``write_fn(tmp_path)`` then rename the finished file over ``path``."""
+    """Call ``write_fn(tmp_path)`` then rename the finished file over ``path``, with the mode a
+    plain new file would get (``mkstemp`` makes its files private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -62,6 +81,7 @@ def atomic_write(path: str | Path, write_fn) -> Path:
         write_fn(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
