@@ -57,8 +57,8 @@ def cmd_predict(args) -> int:
         print(json.dumps({"model": predictor.name, "posterior": predictor.posterior,
                           "reject": reject_facts(predictor), "results": results}, indent=2))
     elif predictor.posterior == "map-rbf":
-        print("(probabilities: MAP posterior of the RBF distances, P(i) = exp(-y_i) / "
-              "(exp(-j) + sum_k exp(-y_k)); the rest is the rubbish class)")
+        print("(digits: P(i) = exp(-y_i) / sum_k exp(-y_k) over the RBF distances y; rubbish: "
+              "the MAP posterior's share exp(-j) / (exp(-j) + sum_k exp(-y_k)))")
     return 1 if failed else 0
 
 
@@ -78,5 +78,6 @@ def reject_facts(predictor) -> dict | None:
     r = predictor.rejector
     if r is None:
         return None
-    return {"no_digit_threshold": r.no_digit, "unsure_below": r.unsure,
-            "calibration": {k: v for k, v in r.calibration.items() if k != "digit_ink"}}
+    keep = ("model", "val_digits", "no_digit_share", "unsure_share", "measured")
+    return {"no_digit_threshold": r.no_digit, "unsure_below": r.unsure,  # the operating point;
+            "calibration": {k: r.calibration[k] for k in keep if k in r.calibration}}  # the rest: the model card
