@@ -32,6 +32,9 @@ from PIL import ExifTags, Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: a 40-megapixel photo is still accepted
 WORK_PIXELS = 1024 * 1024  # ... and shrunk as it is decoded to about this many (20 px are kept)
+# What is decoded: raster formats Pillow reads itself (JPEG covers MPO, PPM covers PGM and PBM).
+# Never every format Pillow knows: EPS, for one, would hand the file to Ghostscript.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 BOX = 20  # MNIST: the digit's longer side
 FIELD = 28  # MNIST: the field it is centred in
 NOISE = 0.12  # ink weaker than this fraction of the strongest is noise
@@ -62,11 +65,11 @@ class BlankImage(PredictError):
 
 
 def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, *,
-               work_pixels: int | None = WORK_PIXELS, formats: tuple[str, ...] | None = None,
+               work_pixels: int | None = WORK_PIXELS, formats: tuple[str, ...] = FORMATS,
                name: str | None = None) -> Image.Image:
     """Open an image file or its bytes as an ``L`` or ``RGB`` image with no alpha.
 
-    PNG, JPEG, BMP, GIF, TIFF and anything else Pillow reads (or only ``formats``); the first
+    PNG, JPEG, BMP, GIF, TIFF, WebP, PPM/PGM/PBM (:data:`FORMATS`, or only ``formats``); the first
     frame of animations. A path must name a regular file: a directory, named pipe or device is
     refused before it is opened (reading a pipe could wait forever). The pixel count is checked
     from the header, before any decoding. EXIF rotation is applied. Transparency is composited
@@ -139,8 +142,9 @@ def _read(fp, max_pixels: int, work_pixels: int | None, formats) -> Image.Image:
     except UnidentifiedImageError:
         allowed = f" (accepted: {', '.join(formats)})" if formats else ""
         raise PredictError(f"not an image (format not recognised){allowed}") from None
-    except Image.DecompressionBombError as e:
-        raise PredictError(str(e)) from None
+    except Image.DecompressionBombError:  # Pillow's own guard, at twice its limit: ours is lower
+        raise PredictError(f"image is over the limit of {max_pixels:,} pixels "
+                           "(decompression-bomb guard)") from None
     except MemoryError:
         raise PredictError("image too large to decode in the memory available") from None
     except Exception as e:

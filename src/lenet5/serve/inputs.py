@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from pydantic_core import from_json
 
-from ..inference.images import FIELD, BlankImage, PredictError, load_image, preprocess
+from ..inference.images import FIELD, FORMATS, BlankImage, PredictError, load_image, preprocess
 from .errors import APIError
 
 SIZE = 28
@@ -37,7 +37,7 @@ IMAGE_FIELDS = ("image", "file")
 # (read from the header, before decoding), and work on at most about WORK_PIXELS of them.
 MAX_IMAGE_PIXELS = 16_000_000
 WORK_PIXELS = 512 * 512
-UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # (JPEG covers MPO)
+UPLOAD_FORMATS = FORMATS  # what predict reads from files
 # Uploads at most this large in bytes and in pixels are decoded by the model's thread with
 # their batch (the page's canvas: 112x112, a few kB); larger ones are decoded aside first.
 INLINE_BYTES = 64 * 1024
