@@ -71,6 +71,15 @@ def test_a_run_directory_and_its_checkpoint_file(run_dir):
     loaded = load(run_dir)  # a damaged metrics file does not stop the model from loading
     with pytest.raises(CheckpointError, match="metrics.jsonl: history"):
         _ = loaded.history
+    # A side file grown huge (sparse here: no disk used) is refused by its size, unread.
+    for name in ("metrics.jsonl", "config.json"):
+        with open(run_dir / name, "r+b") as f:
+            f.truncate(2**31)
+    loaded = load(run_dir)
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl: 2,147,483,648 bytes, over the"):
+        _ = loaded.history
+    with pytest.raises(CheckpointError, match=r"config.json: 2,147,483,648 bytes, over the"):
+        _ = loaded.train_config
 
 
 def test_a_bare_checkpoint_file(tmp_path):

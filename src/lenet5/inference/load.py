@@ -169,9 +169,17 @@ def _check_outputs(model, meta: dict, path: Path, engine: str) -> None:
         raise CheckpointError(f"{path}: the weights give non-finite outputs (overflow)")
 
 
+MAX_SIDE_FILE = 64 * 2**20  # config.json, metrics.jsonl: a run of 100,000 epochs is ~40 MB
+
+
 def _read_json(file: Path, lines: bool = False) -> Any:
+    """A run's JSON side file, bounded: a larger one is an error before it is read."""
     try:
+        size = file.stat().st_size
+        if size > MAX_SIDE_FILE:
+            raise CheckpointError(f"{file}: {size:,} bytes, over the {MAX_SIDE_FILE:,} a run's "
+                                  "JSON file may have")
         text = file.read_text()
         return [json.loads(s) for s in text.splitlines() if s.strip()] if lines else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as e:
         raise CheckpointError(f"{file}: not readable JSON ({type(e).__name__})") from None
