@@ -30,6 +30,7 @@ compiled for them.
 """
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from numba import njit
@@ -85,6 +86,28 @@ parallel_jit = njit(cache=True, fastmath=False, error_model="numpy", parallel=Tr
 
 FAST_FLAGS = {"contract", "reassoc", "nsz", "arcp", "afn"}
 fast_jit = njit(cache=True, fastmath=FAST_FLAGS, error_model="numpy")
+
+
+@contextmanager
+def compile_timer():
+    """Seconds Numba spends compiling inside the block (not loading cached code), in the list it
+    yields once the block ends: ``with compile_timer() as t: ...; t[0]``. Reads Numba's
+    ``numba:compile`` events, outermost compiles only (a kernel's callees compile inside it)."""
+    from numba.core import event
+
+    out = [0.0]
+    with event.install_recorder("numba:compile") as rec:
+        try:
+            yield out
+        finally:
+            depth, start = 0, 0.0
+            for stamp, e in rec.buffer:
+                if e.is_start:
+                    depth, start = depth + 1, (stamp if depth == 0 else start)
+                else:
+                    depth -= 1
+                    if depth == 0:
+                        out[0] += stamp - start
 
 
 def is_cached(kernel) -> bool:

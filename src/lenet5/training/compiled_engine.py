@@ -30,7 +30,7 @@ import numpy as np
 
 from ..compiled import kernels_1998 as K98
 from ..compiled import kernels_modern as KM
-from ..compiled.jit import is_cached
+from ..compiled.jit import compile_timer, is_cached
 from ..compiled.model import CompiledModel, seed_dropout
 from ..compiled.optim import make_optimizer
 from ..config import TrainConfig
@@ -65,8 +65,9 @@ class CompiledEngine(ArrayEngine):
         numba.set_num_threads(self.threads)
         kernel = K98.train_pass if self.model.name == "lenet5-1998" else KM.train_pass
         if not is_cached(kernel):  # first run after installing or upgrading: say why it waits
+            minutes = "about a minute" if self.model.name == "lenet5-1998" else "about 3 minutes"
             print(f"compiling the compiled engine's kernels for {self.model.name} (once: Numba "
-                  "keeps them on disk; 1-3 minutes)", file=sys.stderr, flush=True)
+                  f"keeps them on disk; {minutes})", file=sys.stderr, flush=True)
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum,
                                         cfg.nesterov, cfg.weight_decay, cfg.sdlm_mu)
 
@@ -94,14 +95,15 @@ class CompiledEngine(ArrayEngine):
             distortion = loader.distortion
         lrs = self.optimizer.lr if step_lr is None else np.array([step_lr(i) for i in range(steps)])
         c = self.criterion
-        loss, errors, _ = self.model.train_pass(
-            images, labels, order, self.optimizer, lrs,
-            batch_size=loader.batch_size, loss=c.loss, map_j=c.map_j,
-            label_smoothing=c.label_smoothing, normalization=loader.normalization,
-            distortion=distortion, seed=pass_seed(loader.seed, loader.epoch))
+        with compile_timer() as compiling:
+            loss, errors, _ = self.model.train_pass(
+                images, labels, order, self.optimizer, lrs,
+                batch_size=loader.batch_size, loss=c.loss, map_j=c.map_j,
+                label_smoothing=c.label_smoothing, normalization=loader.normalization,
+                distortion=distortion, seed=pass_seed(loader.seed, loader.epoch))
         if step_lr is not None:
             self.set_lr(float(lrs[-1]))
-        totals = PassTotals(loss, errors, len(order))
+        totals = PassTotals(loss, errors, len(order), compile_seconds=compiling[0])
         if progress is not None:
             progress(steps - 1, totals)
         return totals

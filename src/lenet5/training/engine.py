@@ -97,6 +97,7 @@ class PassTotals:
     loss_sum: Any  # the criterion summed over the samples
     errors: Any  # misclassified samples
     seen: int  # samples
+    compile_seconds: float = 0.0  # of the pass's wall time, spent compiling kernels (first run)
 
 
 StepLr = Callable[[int], float]  # step within the pass -> learning rate

@@ -423,7 +423,10 @@ def evaluate_epoch(run: Run, epoch: int, lr: float, totals: PassTotals, seconds:
         "train_loss": float(totals.loss_sum) / seen, "train_error": float(totals.errors) / seen,
         "test_loss": test["loss"], "test_error": test["error"], "test_errors": test["errors"],
         "test_count": test["count"],
-        "images_per_s": seen * run.world / seconds, "epoch_seconds": seconds, **extra,
+        # A first run's pass also compiles the kernels: that time is the pass's, not its speed's.
+        "images_per_s": seen * run.world / max(seconds - totals.compile_seconds, 1e-9),
+        "epoch_seconds": seconds, **extra,
+        **({"compile_seconds": totals.compile_seconds} if totals.compile_seconds else {}),
     }
 
 
@@ -453,7 +456,8 @@ def epoch_line(cfg: TrainConfig, epoch: int, row: dict) -> str:
     the test error (which metrics.jsonl still records): a run being tuned shows what to tune
     on, not the test set."""
     held = "val" if "val_error" in row else "test"
+    compiling = f" (of which {row['compile_seconds']:.0f}s compiling)" if "compile_seconds" in row else ""
     return (f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
             f"err {100 * row['train_error']:.2f}%  {held} loss {row[held + '_loss']:.4f} "
             f"err {100 * row[held + '_error']:.2f}%  {row['images_per_s']:,.0f} img/s  "
-            f"{row['epoch_seconds']:.1f}s  lr {row['lr']:.3g}")
+            f"{row['epoch_seconds']:.1f}s{compiling}  lr {row['lr']:.3g}")
