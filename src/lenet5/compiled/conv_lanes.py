@@ -10,7 +10,8 @@ fused multiply-add over ``L`` patterns (:func:`.simd.lane_block`, :func:`.simd.l
 - :func:`conv3_forward`: ``z3 = conv(p1, W) + b`` (written in the wide layout the other layers
   use, junk columns zero);
 - :func:`conv3_backward`: ``dp1 = full_conv(dz3, W)`` (the gradient maps padded by 4 zeros,
-  the taps' offsets reversed, so it is a forward pass of its own), ``gW += corr(dz3, p1)``
+  the taps' offsets reversed, so it is a forward pass of its own; each input row takes only
+  the kernel rows that reach inside the output), ``gW += corr(dz3, p1)``
   lane by lane, the lanes and blocks summed at the end in a fixed order, and ``gb += sum dz3``.
 
 Blocks run in parallel (``prange``); the weight gradient goes into :data:`.blocks.SPLIT`
@@ -52,14 +53,25 @@ def forward_taps(w1):
 
 @jit
 def _backward_taps(w3):
-    """``offs[o*25 + ky*5 + kx]``: where the input gradient at (y, x) reads the padded output
-    gradient of map o at (y - ky, x - kx)."""
+    """``offs[(ky*w3 + o)*5 + kx]``: where the input gradient at (y, x) reads the padded output
+    gradient of map o at (y - ky, x - kx). Kernel rows outermost, so the taps that reach inside
+    the output from input row y are one run: :func:`_row_taps`."""
     offs = np.empty(w3 * 25, np.int64)
-    for o in range(w3):
-        for ky in range(5):
+    for ky in range(5):
+        for o in range(w3):
             for kx in range(5):
-                offs[o * 25 + ky * 5 + kx] = o * PADDED * PADDED + (4 - ky) * PADDED + (4 - kx)
+                offs[(ky * w3 + o) * 5 + kx] = (o * PADDED * PADDED + (4 - ky) * PADDED
+                                                + (4 - kx))
     return offs
+
+
+@jit
+def _row_taps(y, w3):
+    """(first, count) of the taps of :func:`_backward_taps` that input row ``y`` needs: kernel
+    rows ``ky`` with ``0 <= y - ky < 10``; the others read only the zero border (a fifth to
+    four fifths of the taps in rows 0-3 and 10-13, 29% of them in all)."""
+    first, last = max(0, y - (OUT - 1)), min(4, y)
+    return first * w3 * 5, (last - first + 1) * w3 * 5
 
 
 @jit
@@ -134,11 +146,12 @@ def conv3_backward(p1, weight, d, gw, gb, dp1, n):
     w1, w3 = p1.shape[1], d.shape[1]
     taps = w3 * 25
     offs = _backward_taps(w3)
-    w = np.empty(w1 * taps, dtype)  # input map i's weights, output map by output map
-    for o in range(w3):
-        for i in range(w1):
-            for t in range(25):
-                w[i * taps + o * 25 + t] = weight[o * w1 + i, t]
+    w = np.empty(w1 * taps, dtype)  # input map i's weights in the taps' order
+    for ky in range(5):
+        for o in range(w3):
+            for i in range(w1):
+                for kx in range(5):
+                    w[i * taps + (ky * w3 + o) * 5 + kx] = weight[o * w1 + i, ky * 5 + kx]
     zero = np.zeros(max(w1, 1), dtype)
     blocks = (n + L - 1) // L
     parts = np.zeros((SPLIT, w3 * w1 * 25 * L), dtype)
@@ -178,15 +191,17 @@ def conv3_backward(p1, weight, d, gw, gb, dp1, n):
             e = 0  # input gradient: the padded output gradient through the reversed taps
             while e + 6 <= w1:
                 for y in range(IN):
+                    t0, nt = _row_taps(y, w3)
                     for u in range(0, IN, 2):
-                        BACK6(g, y * PADDED + u, 1, offs, 0, taps, w, e * taps, taps, zero, 0,
-                              dx, (e * IN + y) * IN + u, IN * IN)
+                        BACK6(g, y * PADDED + u, 1, offs, t0, nt, w, e * taps + t0, taps, zero,
+                              0, dx, (e * IN + y) * IN + u, IN * IN)
                 e += 6
             while e < w1:
                 for y in range(IN):
+                    t0, nt = _row_taps(y, w3)
                     for u in range(0, IN, 7):
-                        BACK1(g, y * PADDED + u, 1, offs, 0, taps, w, e * taps, 0, zero, 0, dx,
-                              (e * IN + y) * IN + u, 0)
+                        BACK1(g, y * PADDED + u, 1, offs, t0, nt, w, e * taps + t0, 0, zero, 0,
+                              dx, (e * IN + y) * IN + u, 0)
                 e += 1
             for j in range(m):
                 out = dp1[first + j]
