@@ -447,13 +447,14 @@ def _check_values(tensors: dict[str, np.ndarray]) -> None:
 
 def resolve(path: str | Path) -> Path:
     """Accept a run directory or the ``.safetensors`` file itself (a regular file only)."""
-    path = Path(path)
+    path = given = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
         raise CheckpointError(f"{path}: not a regular file")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint found")
+        why = "" if given.exists() else " (no such file or directory)"
+        raise CheckpointError(f"{path}: no checkpoint found{why}")
     return path
 
 

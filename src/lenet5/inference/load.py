@@ -105,7 +105,7 @@ def resolve(source: str | Path | None = None) -> Source:
     if str(source) in bundled:
         return Source(bundled[str(source)]["path"], str(source), bundled=True)
     if path.suffix == ".safetensors" or "/" in str(source) or os.sep in str(source):
-        raise CheckpointError(f"{source}: no checkpoint found")
+        raise CheckpointError(f"{source}: no checkpoint found (no such file or directory)")
     known = ", ".join(bundled) or "none"
     raise CheckpointError(f"no bundled model {str(source)!r} and no file or folder of that name "
                           f"(bundled: {known})")
