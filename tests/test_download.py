@@ -285,6 +285,20 @@ def test_corrupt_content_is_rejected_and_leaves_nothing(spec, server, tmp_path, 
     assert len(server.ranges(mode, f"{spec.stems()[0]}.gz")) == 1  # bad content: no retry
 
 
+def test_a_failed_download_into_a_new_folder_leaves_no_folders(spec, server, tmp_path):
+    """A mistyped data root (``--data-dir dat/``) whose download fails leaves nothing behind;
+    a folder that was there already stays."""
+    root = tmp_path / "typo" / "mnist"
+    with pytest.raises(DownloadError):
+        download_dataset(spec, root, mirrors=[server.url("404")], progress=False, backoff=0)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DownloadError):
+        download_dataset(spec, tmp_path / "kept", mirrors=[server.url("404")], progress=False,
+                         backoff=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
 # 3b. hostile mirrors: nothing past the size a gzip of the file can take
 
 

@@ -195,13 +195,22 @@ def download_dataset(
     bases = [b if b.endswith("/") else b + "/" for b in (spec.mirrors if mirrors is None else mirrors)]
     missing = [stem for stem in (spec.stems() if stems is None else stems)
                if find_file(directory, stem) is None]
+    made = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
     if missing:
         directory.mkdir(parents=True, exist_ok=True)
-    return [
-        download_file([base + f"{stem}.gz" for base in bases], directory / f"{stem}.gz",
-                      sha256=spec.sha256.get(stem), size=spec.nbytes(stem), **options)
-        for stem in missing
-    ]
+    try:
+        return [
+            download_file([base + f"{stem}.gz" for base in bases], directory / f"{stem}.gz",
+                          sha256=spec.sha256.get(stem), size=spec.nbytes(stem), **options)
+            for stem in missing
+        ]
+    except BaseException:
+        for p in made:  # a mistyped --data-dir leaves no empty folders behind
+            try:
+                p.rmdir()
+            except OSError:  # not empty (a file came), or not ours to remove
+                break
+        raise
 
 
 @functools.lru_cache(maxsize=8)
