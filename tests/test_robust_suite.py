@@ -93,3 +93,6 @@ def test_viz_robustness_and_animate_write_their_files(tmp_path, data_root, capsy
     assert main(["viz", "animate", "--test-index", "0", "--transform", "melt",
                  "--data-dir", str(data_root), "--out", str(gif)]) != 0
     assert "unknown transformation" in capsys.readouterr().err
+    assert main(["viz", "animate", "--test-index", "0", "--frames", "100000",
+                 "--data-dir", str(data_root), "--out", str(gif)]) != 0  # bounded: refused
+    assert "an animation has 2 to 360 frames, got 100000" in capsys.readouterr().err

@@ -124,10 +124,11 @@ def cmd_animate(args, out: str) -> int:
     from pathlib import Path
 
     from ..inference.predict import Predictor
-    from ..reporting.animate import gif
+    from ..reporting.animate import check, gif
 
     if not out.lower().endswith(".gif"):
         raise ValueError(f"{out}: viz animate writes a .gif")
+    check(args.transform, args.frames)  # before the model loads
     predictor = Predictor.load(args.source)
     x, _ = feature_input(args, predictor.meta["dataset"])
     data = gif(predictor, x, args.transform, args.frames)

@@ -44,13 +44,21 @@ def transform(x: np.ndarray, kind: str, severity: float, seed: int = 0) -> np.nd
     return C.corrupt(x, kind, float(severity), seed)
 
 
+MAX_FRAMES = 360  # a degree a frame for a whole turn; each frame is a figure drawn
+
+
+def check(kind: str, n: int) -> None:
+    """What :func:`frames` refuses, said before any model is loaded."""
+    if kind not in SWEEPS:
+        raise ValueError(f"unknown transformation {kind!r}; choose from {', '.join(SWEEPS)}")
+    if not 2 <= n <= MAX_FRAMES:
+        raise ValueError(f"an animation has 2 to {MAX_FRAMES} frames, got {n}")
+
+
 def frames(predictor, x: np.ndarray, kind: str, n: int = 36, seed: int = 0) -> list[dict]:
     """``n`` frames: ``severity``, ``image``, ``result`` (predictor's answer), ``maps``."""
-    if n < 2:
-        raise ValueError(f"an animation needs at least 2 frames, got {n}")
-    sweep = SWEEPS[kind][1] if kind in SWEEPS else None
-    if sweep is None:
-        transform(x, kind, 0)  # the one error line
+    check(kind, n)
+    sweep = SWEEPS[kind][1]
     sev = [float(sweep(i / n)) for i in range(n)]
     # Noise keeps its draw from frame to frame (only its strength changes): no flicker.
     imgs = np.stack([transform(x, kind, s, seed) for s in sev])
