@@ -164,3 +164,17 @@ def test_the_compiled_engine_loads_numba_without_scipys_linear_algebra():
             "is not None)); print(njit(lambda x: np.dot(x, x))(np.ones(3)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "3.0"], out.stdout + out.stderr
+
+
+def test_every_command_help_opens_with_what_the_command_does():
+    """``lenet5 CMD --help`` starts with the line ``lenet5 --help`` lists for it (or longer)."""
+    import argparse
+
+    from lenet5.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {a.dest: a.help for a in sub._choices_actions}
+    assert {"train", "predict", "viz", "serve", "evaluate"} <= set(sub.choices)
+    for name, parser in sub.choices.items():
+        assert parser.description, name
+        assert parser.description.startswith(listed[name]) or name == "train", name

@@ -9,7 +9,7 @@ from ..inference.load import ENGINES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, BMP, GIF, TIFF)")
+    p = sub.add_parser("predict", help="predict the digit in image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_source_argument(p)
     p.add_argument("--engine", default="torch", choices=ENGINES,

@@ -22,7 +22,7 @@ KINDS = {
 def register(sub) -> None:
     p = sub.add_parser("viz", help="plots: feature maps, kernels, curves, confusion, errors (PNG/SVG)")
     p.add_argument("kind", choices=list(KINDS), help="; ".join(f"{k}: {v}" for k, v in KINDS.items()))
-    p.add_argument("image", nargs="?", help="image file (features only)")
+    p.add_argument("image", nargs="?", help="image file (features and animate; else --test-index)")
     add_source_argument(p)
     p.add_argument("--test-index", type=int, help="features: use this test-set digit instead of IMAGE")
     p.add_argument("--data-dir", help="data root (default: $LENET5_DATA_DIR, else the user cache)")
