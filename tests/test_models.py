@@ -317,3 +317,12 @@ def test_summary_shows_what_a_preset_trains(capsys, spec, title, params):
     assert main(["summary", spec, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"] == title and sum(r["params"] for r in doc["layers"]) == params
+
+
+def test_summary_of_an_unknown_name_lists_what_it_takes(capsys):
+    from lenet5.cli import main
+
+    assert main(["summary", "lenet5-1989"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no bundled model 'lenet5-1989'" in err
+    assert "registered models: " in err and "lenet5-lush" in err and "presets: paper" in err

@@ -42,9 +42,16 @@ def resolve_model(spec: str):
         options = preset.get("model_args", {})
         return (f"{label(preset['model'], options)} (preset {spec})",
                 create_model(preset["model"], **options))
+    from ..checkpoint import CheckpointError
     from ..inference.load import load
 
-    loaded = load(spec)
+    try:
+        loaded = load(spec)
+    except CheckpointError as e:
+        if "no bundled model" not in str(e):
+            raise
+        raise CheckpointError(f"{e}; registered models: {', '.join(list_models())}; presets: "
+                              f"{', '.join(PRESETS)}") from None
     model, meta = loaded.model, loaded.meta
     return f"{meta['model']} ({spec})", model
 
