@@ -37,7 +37,6 @@ IMAGE_FIELDS = ("image", "file")
 # (read from the header, before decoding), and work on at most about WORK_PIXELS of them.
 MAX_IMAGE_PIXELS = 16_000_000
 WORK_PIXELS = 512 * 512
-UPLOAD_FORMATS = FORMATS  # what predict reads from files
 # Uploads at most this large in bytes and in pixels are decoded by the model's thread with
 # their batch (the page's canvas: 112x112, a few kB); larger ones are decoded aside first.
 INLINE_BYTES = 64 * 1024
@@ -215,7 +214,7 @@ def image_input(data: bytes) -> np.ndarray:
     """An upload's (28, 28) input, within the bounds above (a PredictError if it cannot be)."""
     if not data:
         raise PredictError("the uploaded image is empty (0 bytes)")
-    img = load_image(data, MAX_IMAGE_PIXELS, work_pixels=WORK_PIXELS, formats=UPLOAD_FORMATS,
+    img = load_image(data, MAX_IMAGE_PIXELS, work_pixels=WORK_PIXELS, formats=FORMATS,
                      name="image")
     return preprocess(img)
 
@@ -227,7 +226,7 @@ def cheap_to_decode(data: bytes) -> bool:
         return False
     Image.init()
     try:
-        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             w, h = img.size
     except Exception:  # not an image, or a broken one: the decoder says which, quickly
         return True

@@ -34,8 +34,9 @@ def serve(checkpoints: list[str], names: list[str], *, host: str, port: int, thr
     """Load the models, listen, print where, and serve until stopped; returns the exit status."""
     import uvicorn
 
-    if not 1 <= workers <= max_workers():
-        raise ValueError(f"--workers must be from 1 to {max_workers()} (4 per core here: each "
+    most = max_workers()
+    if not 1 <= workers <= most:
+        raise ValueError(f"--workers must be from 1 to {most} (4 per core here: each "
                          f"is a process with its own PyTorch, about 300 MB), got {workers}")
     if not 1 <= threads <= MAX_THREADS:
         raise ValueError(f"--threads must be from 1 to {MAX_THREADS}, got {threads}")
