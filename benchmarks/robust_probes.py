@@ -67,6 +67,8 @@ PROBES = {  # name: (what, options on top of --preset robust)
     "w16-b64-e50": ("the preset at batch 64 (was 128), twice the steps", ["--batch-size", "64"]),
     "w24-32-48-e50": ("C1/C3/C5 of 24/32/48 maps (63,458 parameters; the preset 16/32/56)",
                       ["--set", "model_args.widths=[24,32,48,84]"]),
+    "w16-ls0.1-e50": ("the preset with label smoothing 0.1 (was none)",
+                      ["--label-smoothing", "0.1"]),
 }
 
 

@@ -15,6 +15,7 @@ from lenet5.models import (
     build_numpy,
     canonical,
     create_model,
+    describe,
     get_entry,
     list_models,
     make_config,
@@ -254,6 +255,11 @@ def test_nearest_name_names_what_a_checkpoint_holds():
     assert nearest_name("lenet5-modern", bundled) == ("lenet5-modern-bn", {"dropout": 0.1})
     assert nearest_name("lenet5-modern", {}) == ("lenet5-modern", {})
     assert nearest_name("lenet5-1998", {"subsample": "sum"}) == ("lenet5-1998", {"subsample": "sum"})
+    # What the training banner, the report and the curves' title show.
+    assert describe(*canonical("lenet5-modern-bn", {"widths": [16, 32, 56, 84]})) == (
+        "lenet5-modern-bn (widths [16, 32, 56, 84])")
+    assert describe("lenet5-modern", bundled) == "lenet5-modern-bn (dropout 0.1)"
+    assert describe("a-model-of-a-later-version", {"depth": 3}) == "a-model-of-a-later-version"
 
 
 @pytest.mark.parametrize("name", LENET5_MODELS)

@@ -11,7 +11,7 @@ from lenet5.cli import main
 
 
 @pytest.mark.slow
-def test_fast_preset_reaches_99_percent_in_one_pass(data_root, tmp_path, monkeypatch):
+def test_fast_preset_reaches_99_percent_in_one_pass(data_root, tmp_path, monkeypatch, capsys):
     """The fast-to-99% recipe (docs/results.md, issue #7 run 5) through ``lenet5 train``, the
     library's loader and its onecycle-linear schedule, in the default engine (compiled on a
     CPU): 99.19% (seed 0); 99.16-99.22% over seeds 0-2 in the NumPy engine. Without PyTorch:
@@ -26,6 +26,8 @@ def test_fast_preset_reaches_99_percent_in_one_pass(data_root, tmp_path, monkeyp
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["model"], cfg["model_args"], cfg["engine"], cfg["schedule"]) == (
         "lenet5-modern", {"batchnorm": True}, "compiled", "onecycle-linear")
+    # Recorded as the architecture and its options, shown by the name the preset gave.
+    assert capsys.readouterr().out.startswith("lenet5-modern-bn (compiled, cpu, 1 thread")
 
 
 @pytest.mark.slow

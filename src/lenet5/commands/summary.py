@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from ..config import PRESETS
-from ..models import create_model, get_entry, list_models, nearest_name
+from ..models import create_model, describe, get_entry, label, list_models
 
 
 def register(sub) -> None:
@@ -21,12 +21,6 @@ def register(sub) -> None:
     q = sub.add_parser("models", help="list registered models, presets and bundled weights")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_models)
-
-
-def label(name: str, options: dict) -> str:
-    """``lenet5-modern-bn (dropout 0.1)``: a model and the options it is given."""
-    extra = ", ".join(f"{k} {json.dumps(v)}" for k, v in options.items())
-    return f"{name} ({extra})" if extra else name
 
 
 def trainable_params(model) -> int:
@@ -109,11 +103,7 @@ def bundled_summary() -> list[dict]:
     for e in entries:
         card = e["card"]
         options = card.get("model_config") or card.get("train_config", {}).get("model_args", {})
-        try:
-            name, differ = nearest_name(card["model"], options)
-            text = label(name, differ)
-        except ValueError:  # a model this version does not register
-            text = card["model"]
+        text = describe(card["model"], options)
         out.append({"name": e["name"], "model": card["model"], "label": text,
                     "params": card.get("params"), "preset": card["preset"], "seed": card["seed"],
                     "accuracy": card["test"]["accuracy"], "errors": card["test"]["errors"],

@@ -54,6 +54,7 @@ def cmd_viz(args) -> int:
 def make_figure(args):
     from ..inference.load import load
     from ..inference.predict import Predictor
+    from ..models import describe
     from ..reporting import viz
 
     if args.kind == "prototypes":
@@ -64,7 +65,8 @@ def make_figure(args):
         return robustness_figure(args)
     loaded = load(args.source)
     if args.kind == "curves":
-        return viz.training_curves(loaded.history, loaded.meta["model"], "")
+        return viz.training_curves(
+            loaded.history, describe(loaded.meta["model"], loaded.meta.get("model_config", {})), "")
     predictor = Predictor.from_loaded(loaded)
     if args.kind == "kernels":
         from ..reporting.report import c1_kernels

@@ -28,6 +28,7 @@ and one :func:`register` call below. Adding a variant: one :func:`variant` line.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,22 @@ def nearest_name(architecture: str, options: dict[str, Any]) -> tuple[str, dict[
             best = (name, differ)
     assert best is not None  # the architecture itself is registered
     return best
+
+
+def label(name: str, options: dict[str, Any]) -> str:
+    """``lenet5-modern-bn (dropout 0.1)``: a model and the options it is given."""
+    extra = ", ".join(f"{k} {json.dumps(v)}" for k, v in options.items())
+    return f"{name} ({extra})" if extra else name
+
+
+def describe(architecture: str, options: dict[str, Any]) -> str:
+    """How people see what a run or checkpoint holds: the nearest registered name and the
+    options that still differ (``lenet5-modern`` with batch-norm and widths 16/32/56/84 ->
+    ``lenet5-modern-bn (widths [16, 32, 56, 84])``); the bare name for an unknown model."""
+    try:
+        return label(*nearest_name(architecture, options))
+    except ValueError:
+        return architecture
 
 
 def make_config(name: str, overrides: dict[str, Any] | None = None):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..inference.load import Loaded, load
 from ..inference.predict import Predictor
+from ..models import describe
 from . import viz
 
 
@@ -49,7 +50,7 @@ def c1_kernels(model) -> np.ndarray:
 
 def figures(predictor: Predictor, history: list[dict], preds: dict, metrics: dict) -> dict:
     """Every plot of the report, by title, as matplotlib figures."""
-    model = predictor.meta["model"]
+    model = describe(predictor.meta["model"], predictor.meta.get("model_config", {}))
     classes = predictor.classes
     figs = {}
     if history:

@@ -39,7 +39,7 @@ from ..config import PER_STEP_SCHEDULES, TrainConfig, validate
 from ..data.datasets import get_spec, load_split
 from ..data.loader import TensorLoader
 from ..data.transforms import Distortion, Normalization, unit_array
-from ..models import get_entry, make_config
+from ..models import describe, get_entry, make_config
 from .ema import WeightAverage
 from .engine import Engine, PassTotals, device_type, make_engine, resolve_engine
 from .rundir import METRICS_NAME, RunLock, claim_for_new_run, run_directory, saving
@@ -182,7 +182,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
         n_params = sum(v.size for v in map(np.asarray, engine.state_dict().values()))
         n = engine.threads if cfg.engine == "compiled" else threads
         threads = f", {n} thread{'s' * (n > 1)}"
-        say(f"{cfg.model} ({cfg.engine}, {device}{threads}, world {world}) | "
+        say(f"{describe(cfg.model, cfg.model_args)} ({cfg.engine}, {device}{threads}, world {world}) | "
             f"{len(train_xy[0])} train "
             f"{len(test_xy[0])} test | {cfg.optimizer} lr {cfg.lr:g} batch {cfg.batch_size} | "
             f"state {n_params:,} values | run {run_dir}")
