@@ -403,3 +403,20 @@ def test_atomic_writes_get_the_mode_of_a_plain_new_file(tmp_path):
     assert target.read_text() == '{"a": 1}'
     assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == ckpt.FILE_MODE
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_atomic_writes_name_the_file_asked_for_in_their_errors(tmp_path, monkeypatch):
+    """A directory where the file should go, or a full disk while writing: the error names the
+    path the user gave, and no temporary file is left."""
+    with pytest.raises(IsADirectoryError) as e:
+        ckpt.atomic_write_text(tmp_path, "x")
+    assert e.value.filename == str(tmp_path)
+
+    def full(p):
+        raise OSError(errno.ENOSPC, "No space left on device", str(p))
+
+    target = tmp_path / "model.onnx"
+    with pytest.raises(OSError) as e:
+        ckpt.atomic_write(target, full)
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(target))
+    assert list(tmp_path.iterdir()) == []

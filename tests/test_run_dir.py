@@ -204,3 +204,38 @@ def test_disk_full_during_a_save_is_one_line_and_the_last_checkpoint_survives(
                    "the checkpoint of epoch 1 there is intact\n")
     assert ckpt.read_checkpoint(run)[2]["epoch"] == 1
     assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("out, says", [
+    ("afile/run", "afile/run: a part of this path is a file, not a directory"),
+    ("afile", "afile is a file, not a run directory"),
+])
+def test_an_output_path_blocked_by_a_file_is_one_line_in_words(data_root, tmp_path, capsys,
+                                                               monkeypatch, out, says):
+    """The system's errors read as words naming the path, not "[Errno 20] Not a directory"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    assert main(["train", "--preset", "fast", "--epochs", "1", "--limit-train", "64",
+                 "--data-dir", str(data_root), "--out", out, "--no-progress"]) == 1
+    assert one_line_error(capsys) == f"lenet5: error: {says}\n"
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_system_errors_read_as_words():
+    from lenet5.cli import error_line
+
+    assert error_line(OSError(errno.ENOSPC, "No space left on device", "runs/a/model.safetensors")
+                      ) == "runs/a/model.safetensors: no space left on the device"
+    assert error_line(PermissionError(errno.EACCES, "Permission denied", "/etc/x")) == (
+        "/etc/x: permission denied")
+    assert error_line(OSError(errno.EIO, "Input/output error", "f")) == "f: input/output error"
+    assert error_line(FileExistsError(errno.EEXIST, "File exists", "/")) == "/: already exists"
+    assert error_line(ValueError("a message")) == "a message"
+    assert error_line(OSError("no errno")) == "no errno"
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    assert main(["viz", "prototypes", "--out", "afile/p.png"]) == 1
+    assert one_line_error(capsys) == "lenet5: error: afile: a file is in the way of a directory\n"

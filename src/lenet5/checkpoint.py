@@ -23,6 +23,7 @@ engine reads directly. :func:`lenet5.inference.load.load` turns a checkpoint int
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -74,6 +75,8 @@ def atomic_write(path: str | Path, write_fn) -> Path:
     """Call ``write_fn(tmp_path)`` then rename the finished file over ``path``, with the mode a
     plain new file would get (``mkstemp`` makes its files private)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -83,6 +86,11 @@ def atomic_write(path: str | Path, write_fn) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, say: named by the file asked for, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is not None and os.fsdecode(e.filename) == tmp and e.errno is not None:
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -54,14 +55,38 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (``lenet5 ... | head``): nothing to say
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (ValueError, OSError, RuntimeError) as e:
         # Expected failures (bad data, bad checkpoint, bad option): one clear line.
-        print(f"lenet5: error: {e}", file=sys.stderr)
+        print(f"lenet5: error: {error_line(e)}", file=sys.stderr)
         return 1
+
+
+def error_line(e: BaseException) -> str:
+    """The one line an expected failure prints. The system's own errors name the path and say
+    what is wrong with it in words ("runs/x: a file is in the way of a directory"), not as
+    "[Errno 17] File exists: 'runs'"; every other error is its message."""
+    import errno
+
+    if not isinstance(e, OSError) or e.errno is None or e.filename is None:
+        return str(e)
+    path = os.fsdecode(e.filename)
+    why = {
+        errno.EEXIST: "a file is in the way of a directory",
+        errno.ENOTDIR: "a part of this path is a file, not a directory",
+        errno.EISDIR: "is a directory, not a file",
+        errno.ENOENT: "no such file or directory",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "not permitted",
+        errno.EROFS: "on a read-only file system",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "over the disk quota",
+        errno.ENAMETOOLONG: "the name is too long",
+    }.get(e.errno, (e.strerror or str(e)).lower())
+    if e.errno == errno.EEXIST and not os.path.isfile(path):
+        why = "already exists"
+    return f"{path}: {why}"
 
 
 def quick_exit() -> None:
@@ -69,8 +94,6 @@ def quick_exit() -> None:
     Numba's take 0.5-1 s here. Only for a command that has finished its work (every file
     written atomically and closed, no child process or server left) and asks for it
     (``quick_exit`` in its defaults), run as ``lenet5`` in one process, not under torchrun."""
-    import os
-
     if "WORLD_SIZE" in os.environ:
         return
     sys.stdout.flush()
