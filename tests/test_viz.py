@@ -174,3 +174,30 @@ def test_viz_command_every_kind(data_root, tmp_path):
         check_png(out)
     assert main(["viz", "kernels", "--out", str(tmp_path / "k.svg")]) == 0
     assert ET.parse(tmp_path / "k.svg").getroot().tag.endswith("svg")
+
+
+def test_a_picture_is_written_whole_or_not_at_all(tmp_path):
+    """A failure while drawing (a full disk, say) leaves the previous picture as it was and no
+    temporary file: ``viz.save`` writes atomically, as every other output does."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    out = tmp_path / "curves.png"
+    viz.save(fig, out)
+    before = out.read_bytes()
+
+    def full_disk(path, **kw):
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device", str(path))
+
+    fig.savefig = full_disk
+    with pytest.raises(OSError) as e:
+        viz.save(fig, out)
+    assert e.value.filename == str(out)
+    assert out.read_bytes() == before and sorted(tmp_path.iterdir()) == [out]
+    plt.close(fig)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .predict import add_source_argument
 
 KINDS = {
@@ -118,13 +120,13 @@ def robustness_figure(args):
     n = len(x) if args.limit is None else args.limit
     if not 0 < n <= len(x):
         raise ValueError(f"--limit must be in [1, {len(x)}], got {n}")
-    results = robustness.curves(predictors, x[:n].astype("float32") / 255, y[:n])
+    results = robustness.curves(predictors, x[:n].astype("float32") / 255, y[:n],
+                                progress=sys.stderr.isatty())
     return robustness.figure(results, f"accuracy on {n:,} corrupted MNIST test digits")
 
 
 def cmd_animate(args, out: str) -> int:
-    from pathlib import Path
-
+    from ..checkpoint import atomic_write
     from ..inference.predict import Predictor
     from ..reporting.animate import check, gif
 
@@ -134,7 +136,6 @@ def cmd_animate(args, out: str) -> int:
     predictor = Predictor.load(args.source)
     x, _ = feature_input(args, predictor.meta["dataset"])
     data = gif(predictor, x, args.transform, args.frames)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_bytes(data)
+    atomic_write(out, lambda tmp: tmp.write_bytes(data))
     print(out)
     return 0

@@ -195,7 +195,7 @@ def make_row(row: Row, opts: Options, seed: int) -> tuple[Path, float, bool]:
         train_boosted(train_config(row, opts, seed, where / "members"), where,
                       **row_config(row, opts, seed)["boost"], log=opts.log)  # the boosted checkpoint: in the row's own directory
     seconds = time.perf_counter() - t0
-    done.write_text(json.dumps({"config": row_config(row, opts, seed), "seconds": seconds}))
+    ckpt.atomic_write_text(done, json.dumps({"config": row_config(row, opts, seed), "seconds": seconds}))
     return where, seconds, False
 
 
@@ -386,8 +386,8 @@ def duration(seconds: float) -> str:
 
 
 def write_outputs(results: list[dict], opts: Options) -> None:
-    (opts.out / "fig9.json").write_text(json.dumps(results, indent=2) + "\n")
-    (opts.out / "fig9.md").write_text(markdown(results))
+    ckpt.atomic_write_text(opts.out / "fig9.json", json.dumps(results, indent=2) + "\n")
+    ckpt.atomic_write_text(opts.out / "fig9.md", markdown(results))
     done = [r for r in results if r["status"] == "ok"]
     if done:
         bar_chart(done, opts.out / "fig9.png")
@@ -419,7 +419,7 @@ def bar_chart(results: list[dict], path: Path) -> None:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("MNIST test error: the paper's Fig. 9 and this project", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -437,5 +437,5 @@ def rejection_chart(results: list[dict], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("% of test patterns rejected to reach 0.5% error (Fig. 10)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

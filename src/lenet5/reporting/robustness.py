@@ -20,15 +20,20 @@ def accuracy(predictor, x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def curves(predictors: list, x: np.ndarray, labels: np.ndarray,
-           kinds: dict[str, tuple[float, ...]] | None = None, seed: int = 0) -> dict:
-    """``{model: {corruption: [[severity, accuracy], ...]}}`` on digits ``x`` in [0, 1]."""
+           kinds: dict[str, tuple[float, ...]] | None = None, seed: int = 0,
+           progress: bool = False) -> dict:
+    """``{model: {corruption: [[severity, accuracy], ...]}}`` on digits ``x`` in [0, 1];
+    ``progress``: a bar on stderr, one step per corruption and severity."""
+    from tqdm import tqdm
+
     kinds = CURVES if kinds is None else kinds
     out: dict[str, dict] = {p.name: {} for p in predictors}
-    for name, severities in kinds.items():
-        for s in severities:
-            xc = corrupt(x, name, s, seed)
-            for p in predictors:
-                out[p.name].setdefault(name, []).append([float(s), accuracy(p, xc, labels)])
+    steps = [(name, s) for name, severities in kinds.items() for s in severities]
+    for name, s in tqdm(steps, desc="corrupting", unit="setting", leave=False,
+                        disable=not progress):
+        xc = corrupt(x, name, s, seed)
+        for p in predictors:
+            out[p.name].setdefault(name, []).append([float(s), accuracy(p, xc, labels)])
     return out
 
 

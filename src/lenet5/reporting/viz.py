@@ -32,16 +32,17 @@ PAPER_TRAIN_ERROR_19 = 0.35
 
 
 def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write ``fig`` to ``path``; the suffix picks the format (``.png`` or ``.svg``)."""
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a picture); the suffix
+    picks the format (``.png`` or ``.svg``)."""
+    from ..checkpoint import atomic_write
+
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
         raise ValueError(f"{path}: write .png or .svg")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # No "Software" tag: it carries matplotlib's URL, and reports must hold no external URLs.
     meta = {"Software": None} if fmt == "png" else {"Creator": None}
-    fig.savefig(path, format=fmt, dpi=dpi, metadata=meta)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta))
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
