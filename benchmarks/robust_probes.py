@@ -69,6 +69,8 @@ PROBES = {  # name: (what, options on top of --preset robust)
                       ["--set", "model_args.widths=[24,32,48,84]"]),
     "w16-ls0.1-e50": ("the preset with label smoothing 0.1 (was none)",
                       ["--label-smoothing", "0.1"]),
+    "w16-b256-e50": ("the preset at batch 256 (was 128), half the steps",
+                     ["--batch-size", "256"]),
 }
 
 

@@ -121,6 +121,16 @@ def test_export_missing_checkpoint(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_export_refuses_a_name_that_is_not_onnx(tmp_path, capsys):
+    """``bn.txt`` would hold ONNX under a name no tool opens as such: refused before any work."""
+    from lenet5.cli import main
+
+    assert main(["export", "lenet5-robust", str(tmp_path / "model.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"lenet5: error: {tmp_path / 'model.txt'}: lenet5 export writes ONNX; name the file .onnx\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_cli_export(exported, tmp_path):
     checkpoint, _ = exported

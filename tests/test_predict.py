@@ -259,7 +259,7 @@ def test_blank_image_is_answered_no_digit_where_the_model_can_refuse(value):
     img = Image.fromarray(np.full((50, 80), value, np.uint8))
     res = Predictor.load().predict_image(encode(img, "PNG"))  # the default, with its reject option
     assert res["label"] is None and res["verdict"] == "no digit"
-    assert res["reason"] == "no digit: the image is blank"
+    assert res["reason"] == "no digit: nothing stands out from the background"
     with pytest.raises(BlankImage, match="no digit found"):
         Predictor.load(reject=False).predict_image(encode(img, "PNG"))
 
@@ -418,7 +418,7 @@ def test_cli_predict_reports_bad_files_and_keeps_going(tmp_path, mnist_test, cap
     assert f"{good}: 7 " in out and f"{good2}: 2 " in out
     assert f"{junk}: not an image" in err and "junk" not in out
     # A blank page is an answer where the model can refuse: "no digit", not an error.
-    assert f"{blank}: no digit   (no digit: the image is blank" in out and "blank" not in err
+    assert f"{blank}: no digit   (no digit: nothing stands out from the background" in out and "blank" not in err
 
     assert main(["predict", str(good), str(blank), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -426,7 +426,7 @@ def test_cli_predict_reports_bad_files_and_keeps_going(tmp_path, mnist_test, cap
     first, second = doc["results"]
     assert first["label"] == 7 and len(first["top_k"]) == 3
     assert second["label"] is None and second["verdict"] == "no digit"
-    assert second["reason"] == "no digit: the image is blank" and "error" not in second
+    assert second["reason"] == "no digit: nothing stands out from the background" and "error" not in second
 
     # Told always to answer a digit, it cannot for a blank page: one line, exit 1.
     assert main(["predict", str(good), str(blank), "--json", "--no-reject"]) == 1

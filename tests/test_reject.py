@@ -121,7 +121,7 @@ def test_rejector_file_round_trip_and_refusal(tmp_path):
     assert verdicts[0][0] == "no digit" and "covers 80%" in verdicts[0][1]
     assert verdicts[1] == (None, None)
     assert verdicts[2][0] == "unsure" and "0 at 50% or 1 at 40%" in verdicts[2][1]
-    assert verdicts[3] == ("no digit", "no digit: the image is blank")  # no ink, whatever the score
+    assert verdicts[3] == ("no digit", "no digit: nothing stands out from the background")  # no ink, whatever the score
     f.write_text("{}")
     with pytest.raises(ValueError, match="not a reject calibration"):
         Rejector.from_file(f)
@@ -179,7 +179,7 @@ def test_a_blank_image_is_no_digit_in_every_door():
     p = Predictor.load(CALIBRATED[0])
     empty = p.predict(np.zeros((28, 28), np.float32))[0]
     assert (empty["label"], empty["verdict"], empty["reason"]) == (
-        None, "no digit", "no digit: the image is blank")
+        None, "no digit", "no digit: nothing stands out from the background")
     page = Image.new("L", (60, 40), 255)
     bare = Predictor(p.model, p.meta, "bare")  # the same model, no reject option
     with TestClient(create_app([p, bare])) as client:
@@ -188,6 +188,6 @@ def test_a_blank_image_is_no_digit_in_every_door():
                     dict(json={"pixels": np.zeros((28, 28)).tolist(), "preprocess": True})):
             d = client.post("/api/predict", **req).json()
             assert (d["label"], d["verdict"], d["reason"]) == (
-                None, "no digit", "no digit: the image is blank"), d
+                None, "no digit", "no digit: nothing stands out from the background"), d
             r = client.post("/api/predict?model=bare", **req)
             assert r.status_code == 422 and "no digit" in r.json()["error"], r.text

@@ -207,7 +207,7 @@ def test_disk_full_during_a_save_is_one_line_and_the_last_checkpoint_survives(
 
 
 @pytest.mark.parametrize("out, says", [
-    ("afile/run", "afile/run: a part of this path is a file, not a directory"),
+    ("afile/run", "afile: a file is in the way of a directory (afile/run)"),
     ("afile", "afile is a file, not a run directory"),
 ])
 def test_an_output_path_blocked_by_a_file_is_one_line_in_words(data_root, tmp_path, capsys,

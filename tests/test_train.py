@@ -187,6 +187,38 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path
     assert [json.loads(s)["epoch"] for s in metrics.read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.slow
+def test_sigterm_mid_epoch_keeps_the_checkpoint_and_says_how_to_go_on(data_root, tmp_path):
+    """``kill`` (SIGTERM) stops training as Ctrl-C does: one line naming what the run keeps
+    and the command that goes on, exit status 130, the last checkpoint intact."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lenet5", "train", "--preset", "relu-maxpool", "--epochs", "3",
+         "--limit-train", "2400", "--batch-size", "8", "--threads", "1", "--no-progress",
+         "--engine", "torch", "--data-dir", str(data_root), "--out", str(run)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "epoch 1 did not finish in time"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert err == (f"stopped: {run} keeps epoch 1's checkpoint; go on with `lenet5 train "
+                   f"--resume {run}`\ninterrupted\n"), err
+    assert ckpt.read_checkpoint(run)[2]["epoch"] == 1
+
+
 def test_a_validation_run_shows_the_validation_error_not_the_test_error(data_root, tmp_path):
     """With --val-split the epoch line carries the held-out error (what a tuning user should
     look at); the test error stays in metrics.jsonl only."""

@@ -12,6 +12,7 @@ import importlib
 import os
 import pkgutil
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -84,8 +85,14 @@ def error_line(e: BaseException) -> str:
         errno.EDQUOT: "over the disk quota",
         errno.ENAMETOOLONG: "the name is too long",
     }.get(e.errno, (e.strerror or str(e)).lower())
-    if e.errno == errno.EEXIST and not os.path.isfile(path):
-        why = "already exists"
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder is needed
+        blocker = next((p for p in [path, *map(str, Path(path).parents)] if os.path.isfile(p)),
+                       None)
+        if blocker is not None:
+            return f"{blocker}: a file is in the way of a directory" + (
+                f" ({path})" if blocker != path else "")
+        if e.errno == errno.EEXIST:
+            why = "already exists"
     return f"{path}: {why}"
 
 

@@ -29,6 +29,6 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(m, indent=2))
     else:
-        print(format_report(m, f"{m['name']} ({m['model']}) on {m['dataset']} {m['split']} "
+        print(format_report(m, f"{m['name']} ({m['model_label']}) on {m['dataset']} {m['split']} "
                                f"({m['engine']} engine)"))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (normalised 32x32 input)")
@@ -14,13 +16,17 @@ def register(sub) -> None:
 
 def cmd_export(args) -> int:
     from ..inference.export import export_onnx, read_metadata
+    from ..models import describe
 
+    if not args.out.lower().endswith(".onnx"):
+        raise ValueError(f"{args.out}: lenet5 export writes ONNX; name the file .onnx")
     try:
         path = export_onnx(args.source, args.out, opset=args.opset)
     except ImportError as e:  # onnx is an optional extra
         raise RuntimeError(f"ONNX export needs `pip install lenet5[onnx]` ({e})") from None
     meta = read_metadata(path)
-    print(f"wrote {path} ({path.stat().st_size:,} bytes): {meta['model']}, head {meta['head']} "
+    model = describe(meta["model"], json.loads(meta.get("model_config", "{}")))
+    print(f"wrote {path} ({path.stat().st_size:,} bytes): {model}, head {meta['head']} "
           f"({meta['prediction']}), opset {args.opset}, input image (N, 1, 32, 32) normalised "
           f"{meta['normalization_mode']} (x - {float(meta['normalization_shift']):.6g}) * "
           f"{float(meta['normalization_scale']):.6g}, output (N, 10)")

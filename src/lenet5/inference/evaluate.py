@@ -104,6 +104,7 @@ def evaluate_checkpoint(
     :func:`lenet5.inference.load.load` accepts (a run, a checkpoint file, a bundled name)."""
     from ..data.datasets import get_spec, load_split
     from ..data.transforms import Normalization, to_unit, unit_array
+    from ..models import describe
     from .load import load
 
     loaded = load(source, engine=engine)
@@ -117,5 +118,6 @@ def evaluate_checkpoint(
         preds = model.scores(model_outputs(model, norm(to_unit(images)), batch_size)).argmax(1).numpy()
     metrics = classification_metrics(labels, preds, get_spec(dataset).classes)
     metrics.update(checkpoint=str(loaded.path), name=loaded.name, model=meta["model"],
+                   model_label=describe(meta["model"], meta.get("model_config", {})),
                    dataset=dataset, split=split, engine=engine)
     return metrics

@@ -62,7 +62,7 @@ def evidence(x: np.ndarray, probs: np.ndarray, raw: np.ndarray, maps: dict,
                            lse[:, None], digit_probs(probs).max(1, keepdims=True)], 1)
 
 
-BLANK_REASON = "no digit: the image is blank"
+BLANK_REASON = "no digit: nothing stands out from the background"
 
 
 @dataclass

@@ -91,7 +91,7 @@ def build_report(run: str | Path | None, data_dir: str | None = None, limit: int
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>lenet5 report: {e(predictor.name)}</title>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>{e(meta['model'])}: {e(predictor.name)}</h1>",
+        f"<h1>{e(predictor.name)}: {e(describe(meta['model'], meta.get('model_config', {})))}</h1>",
         f"<p class=headline>{preds['dataset']} {preds['split']}{e(subset)}: "
         f"<b>{metrics['accuracy'] * 100:.2f}% accuracy, {metrics['errors']} errors</b> in "
         f"{metrics['n']:,} images. {meta.get('epoch', '?')} epochs; {e(predictor.posterior)} "

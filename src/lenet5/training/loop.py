@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -93,13 +95,46 @@ def _train(cfg: TrainConfig, device: str, rank: int, world: int, threads: int, l
         run = start_run(cfg, run_dir, resumed, device, rank, world, threads,
                         say=log if rank == 0 else (lambda *a, **k: None))
         row = {}
-        for epoch in range(run.start_epoch, cfg.epochs):
-            row = run_epoch(run, epoch)
+        try:
+            with sigterm_as_interrupt():
+                for epoch in range(run.start_epoch, cfg.epochs):
+                    row = run_epoch(run, epoch)
+        except KeyboardInterrupt:
+            if rank == 0:
+                print(interrupted_line(run_dir, run.saved_epoch), file=sys.stderr, flush=True)
+            raise
     if world > 1:
         import torch.distributed
 
         torch.distributed.barrier()
     return {**row, "run_dir": str(run_dir)}
+
+
+def interrupted_line(run_dir: Path, saved_epoch: int | None) -> str:
+    """What a stopped run says: what it keeps and the command that goes on from there."""
+    if not saved_epoch:
+        return f"stopped before the first checkpoint: nothing saved in {run_dir}"
+    return (f"stopped: {run_dir} keeps epoch {saved_epoch}'s checkpoint; go on with "
+            f"`lenet5 train --resume {run_dir}`")
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``kill``, a scheduler's stop) ends training as Ctrl-C does: the epoch under way
+    is dropped, the last checkpoint stays, and the run says how to go on. Main thread only
+    (where Python delivers signals); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 # ----------------------------------------------------------------------------- setup
