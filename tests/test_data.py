@@ -55,6 +55,18 @@ def test_missing_without_download_is_clear(tmp_path):
         load_split("mnist", "test", tmp_path, download=False)
 
 
+def test_the_dataset_folder_given_as_the_root_names_the_root_meant(data_root, tmp_path, capsys):
+    """``--data-dir .../mnist`` (one folder too deep) is refused at once, naming the parent,
+    never searched as ``mnist/mnist`` nor downloaded into it."""
+    assert main(["data", "info", "--dataset", "mnist", "--data-dir", str(data_root / "mnist")]) == 1
+    assert capsys.readouterr().err == (
+        f"lenet5: error: {data_root / 'mnist'} holds the mnist files itself: --data-dir (or "
+        f"$LENET5_DATA_DIR) names the folder above it, {data_root}, whose mnist/ holds them\n")
+    with pytest.raises(DataError, match="names the folder above it"):
+        load_split("mnist", "test", data_root / "mnist")
+    assert not (data_root / "mnist" / "mnist").exists()
+
+
 # --- real data --------------------------------------------------------------------------
 
 

@@ -127,7 +127,20 @@ def resolve_data_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    return resolve_data_root(data_dir) / get_spec(name).name
+    """``ROOT/NAME``. A root that holds the dataset's files itself (``--data-dir .../mnist``,
+    an easy slip) is refused, naming the folder meant, rather than searched and downloaded
+    into ``mnist/mnist``."""
+    spec = get_spec(name)
+    root = resolve_data_root(data_dir)
+    directory = root / spec.name
+    stems = spec.stems()
+    if (not any(find_file(directory, s) for s in stems)
+            and any(find_file(root, s) for s in stems)):
+        raise DataError(
+            f"{root} holds the {spec.name} files itself: --data-dir (or ${ENV_VAR}) names the "
+            f"folder above it, {root.parent}, whose {spec.name}/ holds them"
+        )
+    return directory
 
 
 def find_file(directory: Path, stem: str) -> Path | None:
