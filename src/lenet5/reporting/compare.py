@@ -181,7 +181,7 @@ def make_row(row: Row, opts: Options, seed: int) -> tuple[Path, float, bool]:
         if record.get("config") == row_config(row, opts, seed):
             return where, record["seconds"], True
     if opts.cached_only:
-        raise LookupError("no finished run in the cache (not made within the budget)")
+        raise LookupError("no finished run in the cache and --cached-only trains nothing")
     t0 = time.perf_counter()
     if row.kind == "fit":
         fit_row(row, opts, seed, where)
