@@ -316,6 +316,7 @@ def test_registry_errors():
     ("best", "lenet5-modern-bn (dropout 0.1) (preset best)", 61932),
     ("relu-maxpool", "lenet5-modern (preset relu-maxpool)", 61706),
     ("lenet5-modern-bn", "lenet5-modern-bn", 61932),
+    ("lenet5-robust", "lenet5-modern-bn (widths [16, 32, 56, 84]) (lenet5-robust)", 63930),
 ])
 def test_summary_shows_what_a_preset_trains(capsys, spec, title, params):
     from lenet5.cli import main

@@ -47,7 +47,7 @@ def resolve_model(spec: str):
         raise CheckpointError(f"{e}; registered models: {', '.join(list_models())}; presets: "
                               f"{', '.join(PRESETS)}") from None
     model, meta = loaded.model, loaded.meta
-    return f"{meta['model']} ({spec})", model
+    return f"{describe(meta['model'], meta.get('model_config', {}))} ({spec})", model
 
 
 def cmd_summary(args) -> int:
