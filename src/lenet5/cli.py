@@ -73,8 +73,14 @@ def error_line(e: BaseException) -> str:
     if not isinstance(e, OSError) or e.errno is None or e.filename is None:
         return str(e)
     path = os.fsdecode(e.filename)
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder is needed?
+        blocker = next((p for p in [path, *map(str, Path(path).parents)] if os.path.isfile(p)),
+                       None)
+        if blocker is not None:
+            return f"{blocker}: a file is in the way of a directory" + (
+                f" ({path})" if blocker != path else "")
     why = {
-        errno.EEXIST: "a file is in the way of a directory",
+        errno.EEXIST: "already exists",
         errno.ENOTDIR: "a part of this path is a file, not a directory",
         errno.EISDIR: "is a directory, not a file",
         errno.ENOENT: "no such file or directory",
@@ -85,14 +91,6 @@ def error_line(e: BaseException) -> str:
         errno.EDQUOT: "over the disk quota",
         errno.ENAMETOOLONG: "the name is too long",
     }.get(e.errno, (e.strerror or str(e)).lower())
-    if e.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder is needed
-        blocker = next((p for p in [path, *map(str, Path(path).parents)] if os.path.isfile(p)),
-                       None)
-        if blocker is not None:
-            return f"{blocker}: a file is in the way of a directory" + (
-                f" ({path})" if blocker != path else "")
-        if e.errno == errno.EEXIST:
-            why = "already exists"
     return f"{path}: {why}"
 
 
