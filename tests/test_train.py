@@ -136,6 +136,7 @@ def test_cli_train_evaluate_summary(data_root, tmp_path, capsys):
     assert main(["evaluate", str(run), "--data-dir", str(data_root), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 10000 and len(m["confusion_matrix"]) == 10
+    assert m["model_label"] == 'lenet5-modern (activation "tanh")'  # the variant, in words
     assert m["errors"] == ckpt.read_checkpoint(run)[2]["metrics"]["test_errors"]
     assert main(["summary", "lenet5-1998"]) == 0
     out = capsys.readouterr().out
